@@ -1,0 +1,73 @@
+"""The simulated system: profiles, topology, timing model and pairing scheduler.
+
+Host-side numpy only (no JAX import). See ``world.py`` for the per-round entry
+points the engine uses.
+"""
+
+from comdml_jax.system.exact import brute_force_plan, exact_plan, greedy_gap
+from comdml_jax.system.profiles import ProfileSpec, profile_spec_from_config, profiles_at
+from comdml_jax.system.scheduler import (
+    SCHEDULERS,
+    get_scheduler,
+    greedy_plan,
+    greedy_plan_reference,
+    no_offload_plan,
+)
+from comdml_jax.system.split_profile import SplitProfile
+from comdml_jax.system.timing import (
+    ALLREDUCE,
+    RoundPlan,
+    RoundTiming,
+    TimingParams,
+    allreduce_s,
+    calibrate_cpu_flops,
+    price_round,
+    reference_step_s,
+)
+from comdml_jax.system.topology import (
+    TOPOLOGIES,
+    Links,
+    Topology,
+    as_links,
+    link_capacities,
+    make_topology,
+    route_stats,
+    topology_from_config,
+)
+from comdml_jax.system.world import RoundState, System, build_system, main_component, sampled_at
+
+__all__ = [
+    "ALLREDUCE",
+    "SCHEDULERS",
+    "TOPOLOGIES",
+    "Links",
+    "ProfileSpec",
+    "RoundPlan",
+    "RoundState",
+    "RoundTiming",
+    "SplitProfile",
+    "System",
+    "TimingParams",
+    "Topology",
+    "allreduce_s",
+    "as_links",
+    "brute_force_plan",
+    "build_system",
+    "calibrate_cpu_flops",
+    "exact_plan",
+    "get_scheduler",
+    "greedy_gap",
+    "greedy_plan",
+    "greedy_plan_reference",
+    "link_capacities",
+    "main_component",
+    "make_topology",
+    "no_offload_plan",
+    "price_round",
+    "profile_spec_from_config",
+    "profiles_at",
+    "reference_step_s",
+    "route_stats",
+    "sampled_at",
+    "topology_from_config",
+]

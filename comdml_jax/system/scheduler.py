@@ -1,0 +1,259 @@
+"""The pairing scheduler: the paper's Algorithm 1 (SPEC §6), host-side numpy.
+
+Each round, with τ̂_i = Ñ_i · t_ref / s_i every participant's time alone:
+
+1. Order the participants slowest first (decreasing τ̂, ties by lowest index)
+   (Algorithm 1, line 3).
+2. For each agent i in that order that is not yet in a pair (line 4):
+   - candidates: participants j not yet in a pair, with a usable link
+     (c_ij > 0) and strictly faster (τ̂_j < τ̂_i) (line 10);
+   - for every candidate and cut m >= 1 (line 18):
+       τ̂_ij^m = max(τ̂_i · T_s^m, τ̂_j + Ñ_i · (ν^m / c_ij + T_f^m · step_j));
+   - take the smallest τ̂_ij^m; ties go to the lowest j, then the lowest m
+     (lines 13, 20, 21);
+   - pair (i -> j*, m*) only if that beats training alone: τ̂_ij* < τ̂_i.
+   An agent is in at most one pair: a j taken as a fast partner is no longer a
+   candidate, and an i that is already someone's partner does not look for one.
+
+:func:`greedy_plan` is the vectorised implementation; :func:`greedy_plan_reference`
+is a literal Python-loop transcription used as the oracle in tests and the
+benchmark. They return identical plans (same float expressions, same ties).
+
+Speed. For each i the vectorised version evaluates all candidates x cuts in
+one numpy expression. On a complete topology it also collapses candidates that
+are indistinguishable: agents with equal (Ñ_j, step_j, bw_j) have equal
+τ̂_ij^m for every i and m, so only the lowest-index available one of each such
+class can win (it wins every tie within its class). That is exactly
+equivalent, and with the paper's profile sets it leaves a few dozen classes
+instead of K candidates.
+
+Disconnected and non-sampled agents are not participants; the caller (see
+``world.System.participants_at``) decides that, and they never pair here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from comdml_jax.system.split_profile import SplitProfile
+from comdml_jax.system.timing import (
+    CutTerms,
+    RoundPlan,
+    TimingParams,
+    fast_side_s,
+    slow_side_s,
+    step_s,
+)
+from comdml_jax.system.topology import Links, as_links
+
+FloatArray = np.ndarray  # float64[K]
+IntArray = np.ndarray  # int64[K]
+BoolArray = np.ndarray  # bool[K]
+Scheduler = Callable[
+    [FloatArray, "Links | np.ndarray", np.ndarray, BoolArray, SplitProfile, TimingParams],
+    RoundPlan,
+]
+
+
+def _slowest_first(tau_hat: FloatArray, participants: BoolArray) -> IntArray:
+    """Participants by decreasing τ̂, ties by increasing index (Algorithm 1, A)."""
+    idx = np.flatnonzero(participants)
+    return idx[np.lexsort((idx, -tau_hat[idx]))]
+
+
+def _best_partner(tau_i, n_i, cand, c, tau_hat_c, step_c, terms):
+    """min over candidates x cuts m >= 1 of τ̂_ij^m: (value, j, m), ties lowest j then m."""
+    a = slow_side_s(tau_i, terms.slow[1:])
+    b = fast_side_s(
+        tau_hat_c[:, None],
+        n_i,
+        terms.megabits[None, 1:],
+        c[:, None],
+        terms.fast[None, 1:],
+        step_c[:, None],
+    )
+    v = np.maximum(a[None, :], b)
+    per_j = v.min(axis=1)
+    best = per_j.min()
+    rows = np.flatnonzero(per_j == best)
+    row = rows[np.argmin(cand[rows])]
+    m = int(np.argmax(v[row] == best)) + 1
+    return float(best), int(cand[row]), m
+
+
+def greedy_plan(
+    cpu: FloatArray,
+    links,
+    num_batches,
+    participants: BoolArray,
+    profile: SplitProfile,
+    params: TimingParams,
+) -> RoundPlan:
+    """Algorithm 1, vectorised over candidates and cuts.
+
+    Args:
+      cpu: [K] CPUs per agent this round.
+      links: :class:`Links`, a [K] bandwidth vector (complete) or a [K, K] c matrix.
+      num_batches: [K] Ñ_i.
+      participants: [K] bool, the agents that train this round.
+      profile: the split profile.
+      params: timing parameters.
+
+    Returns:
+      The round's plan.
+    """
+    links = as_links(links)
+    k = links.num_agents
+    part = np.asarray(participants, bool)
+    n = np.asarray(num_batches, np.float64)
+    step = step_s(cpu, profile, params)
+    tau_hat = n * step
+    terms = CutTerms.of(profile)
+    partner = np.full(k, -1, np.int64)
+    cut = np.zeros(k, np.int64)
+    avail = part.copy()
+    order = _slowest_first(tau_hat, part)
+    if profile.num_cuts < 2 or order.size < 2:
+        return RoundPlan(part, partner, cut)
+
+    pairing = _pair_complete if links.complete else _pair_rows
+    pairing(order, avail, partner, cut, links, n, step, tau_hat, terms)
+    return RoundPlan(part, partner, cut)
+
+
+def _pair_complete(order, avail, partner, cut, links, n, step, tau_hat, terms):
+    """Algorithm 1 on a complete topology, one candidate per class (module docstring)."""
+    bw = links.bandwidth_mbps
+    idx = np.flatnonzero(avail & (bw > 0))
+    if idx.size < 2:
+        return
+    keys = np.stack([n[idx], step[idx], bw[idx]], axis=1)
+    _, inv = np.unique(keys, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    members = idx[np.lexsort((idx, inv))]  # grouped by class, by index within
+    sizes = np.bincount(inv)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    ptr = np.zeros(len(sizes), np.int64)  # members[starts + ptr]: lowest available
+    cls = np.full(len(bw), -1, np.int64)
+    cls[idx] = inv
+    first = members[starts]
+    cls_tau, cls_step, cls_bw = tau_hat[first], step[first], bw[first]
+
+    def advance(g):
+        while ptr[g] < sizes[g] and not avail[members[starts[g] + ptr[g]]]:
+            ptr[g] += 1
+
+    for i in order:
+        if not avail[i] or bw[i] <= 0:
+            continue
+        g = np.flatnonzero((cls_tau < tau_hat[i]) & (ptr < sizes))
+        if g.size == 0:
+            continue
+        cand = members[starts[g] + ptr[g]]
+        c = np.minimum(bw[i], cls_bw[g])
+        v, j, m = _best_partner(tau_hat[i], n[i], cand, c, cls_tau[g], cls_step[g], terms)
+        if v < tau_hat[i]:
+            partner[i], cut[i] = j, m
+            avail[i] = avail[j] = False
+            advance(cls[i])
+            advance(cls[j])
+
+
+def _pair_rows(order, avail, partner, cut, links, n, step, tau_hat, terms):
+    """Algorithm 1 on any topology, every candidate on i's row of c."""
+    for i in order:
+        if not avail[i]:
+            continue
+        row = links.row(i)
+        cand = np.flatnonzero(avail & (tau_hat < tau_hat[i]) & (row > 0))
+        if cand.size == 0:
+            continue
+        v, j, m = _best_partner(tau_hat[i], n[i], cand, row[cand], tau_hat[cand], step[cand], terms)
+        if v < tau_hat[i]:
+            partner[i], cut[i] = j, m
+            avail[i] = avail[j] = False
+
+
+def greedy_plan_reference(
+    cpu: FloatArray,
+    links,
+    num_batches,
+    participants: BoolArray,
+    profile: SplitProfile,
+    params: TimingParams,
+) -> RoundPlan:
+    """Algorithm 1 as plain Python loops: the test oracle for :func:`greedy_plan`.
+
+    Same arguments and result as :func:`greedy_plan`.
+    """
+    links = as_links(links)
+    k = links.num_agents
+    part = [bool(p) for p in np.asarray(participants, bool)]
+    n = [float(x) for x in np.asarray(num_batches, np.float64)]
+    step = [float(x) for x in step_s(cpu, profile, params)]
+    tau_hat = [n[i] * step[i] for i in range(k)]
+    terms = CutTerms.of(profile)
+    ts, tf, mb = terms.slow.tolist(), terms.fast.tolist(), terms.megabits.tolist()
+    num_cuts = profile.num_cuts
+    order = sorted((i for i in range(k) if part[i]), key=lambda i: (-tau_hat[i], i))
+    paired = [False] * k
+    partner = [-1] * k
+    cut = [0] * k
+    for i in order:  # line 3
+        if paired[i]:  # line 4
+            continue
+        row = links.row(i).tolist()
+        best, best_j, best_m = float("inf"), -1, -1
+        for j in range(k):  # line 10
+            if j == i or not part[j] or paired[j] or row[j] <= 0:
+                continue
+            if not tau_hat[j] < tau_hat[i]:
+                continue
+            for m in range(1, num_cuts):  # lines 16-19
+                v = max(
+                    slow_side_s(tau_hat[i], ts[m]),
+                    fast_side_s(tau_hat[j], n[i], mb[m], row[j], tf[m], step[j]),
+                )
+                if v < best:  # lines 13, 20-21 (first minimum: lowest j, then m)
+                    best, best_j, best_m = v, j, m
+        if best_j >= 0 and best < tau_hat[i]:
+            partner[i], cut[i] = best_j, best_m
+            paired[i] = paired[best_j] = True
+    return RoundPlan(np.asarray(part), np.asarray(partner), np.asarray(cut))
+
+
+def no_offload_plan(
+    cpu: FloatArray,
+    links,
+    num_batches,
+    participants: BoolArray,
+    profile: SplitProfile,
+    params: TimingParams,
+) -> RoundPlan:
+    """Nobody pairs (the baselines). Same arguments as :func:`greedy_plan`."""
+    del cpu, links, num_batches, profile, params
+    return RoundPlan.alone(np.asarray(participants, bool))
+
+
+def _exact(cpu, links, num_batches, participants, profile, params) -> RoundPlan:
+    from comdml_jax.system.exact import exact_plan
+
+    return exact_plan(cpu, links, num_batches, participants, profile, params)
+
+
+SCHEDULERS: dict[str, Scheduler] = {
+    "greedy": greedy_plan,
+    "exact": _exact,
+    "none": no_offload_plan,
+}
+
+
+def get_scheduler(name: str) -> Scheduler:
+    """The scheduler registered as ``name`` (``system.scheduler``)."""
+    if name not in SCHEDULERS:
+        raise ValueError(
+            f"system.scheduler = {name!r} is unknown; choose one of {sorted(SCHEDULERS)}"
+        )
+    return SCHEDULERS[name]

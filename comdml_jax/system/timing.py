@@ -1,0 +1,425 @@
+"""The timing model: simulated seconds per round (SPEC §5, the paper's eq. (4)).
+
+Nothing here reads a clock. Every time is computed from the agents' profiles,
+the split profile and a few parameters, so a run's simulated time is the same
+on any host.
+
+Compute. t_ref = ``full_step_flops / cpu_flops`` seconds is one full-model
+training batch on one simulated CPU; agent i with ``cpu_i`` CPUs runs at the
+effective speed s_i = cpu_i ** gamma (``system.cpu_gamma``), so a full batch
+takes ``step_i = t_ref / s_i`` seconds.
+
+Per-agent time of a planned round (eq. (4); Algorithm 1 line 18), with Ñ_i
+batches, split profile (T_s^m, T_f^m, ν^m) and c_ij in Mbps:
+  - alone:               τ_i = Ñ_i · step_i                           (= τ̂_i)
+  - slow i at cut m:     τ_i = τ̂_i · T_s^m
+  - its fast partner j:  τ_j = τ̂_j + Ñ_i · (ν^m / c_ij + T_f^m · step_j)
+    (own full-model epoch + receiving i's activations + i's fast side).
+Bytes over Mbps: ``bytes · 8 / (Mbps · 1e6)`` seconds; ν^m is kept in
+megabits per batch. The slow agent sends while it computes, so its
+communication overlaps its compute; the receive is charged to the partner.
+Per agent ``compute_s + comm_s = tau_s`` and ``idle_s = max_k τ_k − τ_i`` over
+the participants (non-participants: all zero).
+
+AllReduce (:data:`ALLREDUCE`, ``system.allreduce``), K participants, b model
+bytes, β the bottleneck bandwidth (Mbps), α = ``system.latency_s``, H the
+route hop count (1 on a complete topology, see ``topology.route_stats``),
+and X(n) = n · 8 / (β · 1e6) seconds to move n bytes:
+  - ``halving_doubling`` (Thakur, Rabenseifner & Gropp 2005): with
+    p = 2^⌊log2 K⌋ and r = K − p,
+        T = 2·log2(p)·H·α + 2·(p−1)/p · X(b)  +  [r > 0]·(2·H·α + 2·X(b)).
+    For K a power of two this is 2·log2(K)·α + 2(K−1)/K · X(b) (paper,
+    Sec. IV-B). Otherwise the r extra agents first send their whole vector to
+    a partner in the core of p (one step, b bytes), the core runs recursive
+    halving/doubling, and the partners send the result back (one step, b bytes).
+  - ``ring``: T = 2(K−1)·H·α + 2(K−1)/K · X(b).
+  - K <= 1: T = 0.
+Round time = max_i τ_i + T (all in simulated seconds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import numpy as np
+from ml_collections import ConfigDict
+
+from comdml_jax.system.split_profile import SplitProfile
+from comdml_jax.system.topology import as_links, route_stats
+
+FloatArray = np.ndarray  # float64[K]
+IntArray = np.ndarray  # int64[K]
+BoolArray = np.ndarray  # bool[K]
+
+MEGABIT = 1e6 / 8  # bytes per megabit
+
+
+def transfer_s(num_bytes, mbps):
+    """Seconds to move ``num_bytes`` over a ``mbps`` link: bytes · 8 / (Mbps · 1e6)."""
+    return num_bytes * 8 / (mbps * 1e6)
+
+
+# --- Table I calibration (SPEC §5 "Calibrate the default cpu_flops") ---
+
+TABLE1_SETTING1 = {
+    "fast_cpu": 2.0,  # the fast agent's CPUs
+    "bandwidth_mbps": 50.0,
+    "own_train_s": 5573.0,  # fast agent's training time, 0 layers offloaded
+    "comm_s": 655.0,  # communication time, 1 layer offloaded
+    "model_comm_s": 34.0,  # communication time, 0 layers offloaded (the model exchange)
+}
+
+
+def calibrate_cpu_flops(profile: SplitProfile, cpu_gamma: float, **table1) -> float:
+    """The ``cpu_flops`` that reproduces Table I's compute-to-link ratio.
+
+    In the paper's Table I, setting 1 (fast agent 2 CPUs, 50 Mbps, equal data
+    on both agents), offloading one layer (cut 1, the head) costs 655 s of
+    communication; with 0 layers the communication is 34 s, which is the model
+    exchange present in every row. So the activations of cut 1 take
+    655 − 34 = 621 s while the fast agent's own training takes 5,573 s.
+    Both agents hold the same number of batches, so per batch
+
+        t_ref / 2**gamma = (5573 / 621) · ν^1 · 8 / (50 · 1e6)   seconds,
+
+    and ``cpu_flops = full_step_flops / t_ref``. With the analytic bottleneck
+    ResNet-56 profile at B = 100 (full_step_flops ≈ 56.3 GFLOP, ν^1 = 100 ·
+    8·8·256 · 4 + 400 bytes = 6,554,000 bytes, 1.049 s at 50 Mbps) this gives
+    2.99 GFLOP/s for gamma = 1 and 3.89 GFLOP/s for gamma = 0.617. Note that
+    t_ref itself depends only on ν^1 and gamma: the FLOP count cancels.
+
+    Args:
+      profile: the split profile (its cut 1 is "1 layer offloaded").
+      cpu_gamma: the CPU scaling exponent in use.
+      **table1: overrides of :data:`TABLE1_SETTING1`.
+
+    Returns:
+      FLOP/s of one simulated CPU.
+    """
+    t = {**TABLE1_SETTING1, **table1}
+    comm_per_batch = transfer_s(float(profile.bytes_per_batch[1]), t["bandwidth_mbps"])
+    fast_step = t["own_train_s"] / (t["comm_s"] - t["model_comm_s"]) * comm_per_batch
+    t_ref = fast_step * t["fast_cpu"] ** cpu_gamma
+    return float(profile.full_step_flops / t_ref)
+
+
+CALIBRATIONS: dict[str, Callable[[SplitProfile, float], float]] = {"table1": calibrate_cpu_flops}
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingParams:
+    """Parameters of the timing model (``system.*`` in the config).
+
+    Attributes:
+      cpu_flops: FLOP/s of one simulated CPU.
+      cpu_gamma: effective speed = cpu ** gamma.
+      latency_s: α, the per-message latency of the AllReduce.
+      allreduce: registry name in :data:`ALLREDUCE`.
+      cpu_flops_calibration: '' to use ``cpu_flops`` as given, or a name in
+        :data:`CALIBRATIONS` to derive it from the split profile instead.
+    """
+
+    cpu_flops: float = 3.0e9
+    cpu_gamma: float = 1.0
+    latency_s: float = 1e-3
+    allreduce: str = "halving_doubling"
+    cpu_flops_calibration: str = ""
+
+    def __post_init__(self):
+        if not self.cpu_flops > 0:
+            raise ValueError(f"system.cpu_flops = {self.cpu_flops} must be > 0")
+        if not self.cpu_gamma > 0:
+            raise ValueError(f"system.cpu_gamma = {self.cpu_gamma} must be > 0")
+        if not self.latency_s >= 0:
+            raise ValueError(f"system.latency_s = {self.latency_s} must be >= 0")
+        if self.allreduce not in ALLREDUCE:
+            raise ValueError(
+                f"system.allreduce = {self.allreduce!r} is unknown; "
+                f"choose one of {sorted(ALLREDUCE)}"
+            )
+        if self.cpu_flops_calibration and self.cpu_flops_calibration not in CALIBRATIONS:
+            raise ValueError(
+                f"system.cpu_flops_calibration = {self.cpu_flops_calibration!r} is unknown; "
+                f"choose '' or one of {sorted(CALIBRATIONS)}"
+            )
+
+    @classmethod
+    def from_config(cls, config: ConfigDict) -> TimingParams:
+        s = config.system
+        return cls(
+            cpu_flops=float(s.cpu_flops),
+            cpu_gamma=float(s.cpu_gamma),
+            latency_s=float(s.latency_s),
+            allreduce=str(s.allreduce),
+            cpu_flops_calibration=str(s.get("cpu_flops_calibration", "")),
+        )
+
+
+def effective_flops(profile: SplitProfile, params: TimingParams) -> float:
+    """FLOP/s of one simulated CPU: ``cpu_flops`` or its calibrated value."""
+    if params.cpu_flops_calibration:
+        return CALIBRATIONS[params.cpu_flops_calibration](profile, params.cpu_gamma)
+    return params.cpu_flops
+
+
+def reference_step_s(profile: SplitProfile, params: TimingParams) -> float:
+    """t_ref: seconds of one full-model training batch on one simulated CPU."""
+    return float(profile.full_step_flops / effective_flops(profile, params))
+
+
+def step_s(cpu: FloatArray, profile: SplitProfile, params: TimingParams) -> FloatArray:
+    """[K] seconds per full-model batch: t_ref / cpu ** gamma."""
+    cpu = np.asarray(cpu, np.float64)
+    return reference_step_s(profile, params) / np.power(cpu, params.cpu_gamma)
+
+
+def alone_s(
+    cpu: FloatArray, num_batches, profile: SplitProfile, params: TimingParams
+) -> FloatArray:
+    """[K] τ̂_i = Ñ_i · t_ref / s_i: agent i's epoch when it trains alone."""
+    return np.asarray(num_batches, np.float64) * step_s(cpu, profile, params)
+
+
+@dataclasses.dataclass(frozen=True)
+class CutTerms:
+    """The split profile's per-cut factors as the timing formulas use them.
+
+    Attributes:
+      slow: [M] T_s^m.
+      fast: [M] T_f^m.
+      megabits: [M] ν^m · 8 / 1e6, megabits per batch.
+    """
+
+    slow: FloatArray
+    fast: FloatArray
+    megabits: FloatArray
+
+    @classmethod
+    def of(cls, profile: SplitProfile) -> CutTerms:
+        return cls(
+            np.asarray(profile.slow_rel_cost, np.float64),
+            np.asarray(profile.fast_rel_cost, np.float64),
+            np.asarray(profile.bytes_per_batch, np.float64) * 8 / 1e6,
+        )
+
+
+def slow_side_s(tau_hat_i, slow_rel):
+    """Slow agent i at cut m: τ̂_i · T_s^m (eq. (4), second case)."""
+    return tau_hat_i * slow_rel
+
+
+def fast_side_s(tau_hat_j, n_i, megabits, c_ij, fast_rel, step_j):
+    """Fast partner j of i at cut m: τ̂_j + Ñ_i · (ν^m / c_ij + T_f^m · step_j).
+
+    The scheduler, the exact solver and :func:`price_round` all evaluate this
+    one expression (scalars or broadcast arrays), so they agree to the bit.
+    """
+    return tau_hat_j + n_i * (megabits / c_ij + fast_rel * step_j)
+
+
+# --- AllReduce ---
+
+
+def halving_doubling_s(k: int, model_bytes: float, beta_mbps: float, latency_s: float) -> float:
+    """Recursive halving/doubling AllReduce with the non-power-of-two fold (module docstring)."""
+    if k <= 1:
+        return 0.0
+    p = 1 << (int(k).bit_length() - 1)
+    r = k - p
+    x = transfer_s(model_bytes, beta_mbps)
+    t = 2 * math.log2(p) * latency_s + 2 * (p - 1) / p * x
+    if r:
+        t += 2 * latency_s + 2 * x
+    return float(t)
+
+
+def ring_s(k: int, model_bytes: float, beta_mbps: float, latency_s: float) -> float:
+    """Ring AllReduce: 2(K−1) steps, 2(K−1)/K · b bytes per agent."""
+    if k <= 1:
+        return 0.0
+    return float(2 * (k - 1) * latency_s + 2 * (k - 1) / k * transfer_s(model_bytes, beta_mbps))
+
+
+AllReduceFn = Callable[[int, float, float, float], float]
+ALLREDUCE: dict[str, AllReduceFn] = {"halving_doubling": halving_doubling_s, "ring": ring_s}
+
+
+def allreduce_s(participants: BoolArray, links, model_bytes: float, params: TimingParams) -> float:
+    """The AllReduce of one round over its participants, on their routes.
+
+    Args:
+      participants: [K] who takes part.
+      links: :class:`Links`, a bandwidth vector or a c matrix.
+      model_bytes: b.
+      params: timing parameters (``allreduce``, ``latency_s``).
+
+    Returns:
+      Seconds; 0 for fewer than two participants.
+    """
+    participants = np.asarray(participants, bool)
+    k = int(participants.sum())
+    if k <= 1:
+        return 0.0
+    routes = route_stats(as_links(links), participants)
+    fn = ALLREDUCE[params.allreduce]
+    return fn(k, float(model_bytes), routes.bottleneck_mbps, routes.hops * params.latency_s)
+
+
+# --- The plan and its price ---
+
+
+def _frozen(a, dtype) -> np.ndarray:
+    a = np.array(a, dtype=dtype)
+    a.flags.writeable = False
+    return a
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RoundPlan:
+    """Who trains and who offloads to whom this round (the scheduler's output).
+
+    Attributes:
+      participants: [K] bool, the agents that train and join the AllReduce.
+      partner: [K] int, the fast partner j of a slow agent i, −1 otherwise.
+      cut: [K] int, the cut m of a slow agent (>= 1), 0 otherwise.
+    """
+
+    participants: BoolArray
+    partner: IntArray
+    cut: IntArray
+
+    def __post_init__(self):
+        part = _frozen(self.participants, bool)
+        partner = _frozen(self.partner, np.int64)
+        cut = _frozen(self.cut, np.int64)
+        object.__setattr__(self, "participants", part)
+        object.__setattr__(self, "partner", partner)
+        object.__setattr__(self, "cut", cut)
+        k = part.shape[0]
+        if part.ndim != 1 or partner.shape != (k,) or cut.shape != (k,):
+            raise ValueError("participants, partner and cut must all have shape [K]")
+        slow = np.flatnonzero(partner >= 0)
+        if np.any(partner < -1) or np.any(partner >= k):
+            raise ValueError("partner must be −1 or an agent index")
+        if np.any(partner[slow] == slow):
+            raise ValueError("an agent cannot be its own partner")
+        if np.any(cut[partner < 0] != 0) or np.any(cut[slow] < 1):
+            raise ValueError("cut must be >= 1 exactly for slow agents (partner >= 0)")
+        fast = partner[slow]
+        if not (np.all(part[slow]) and np.all(part[fast])):
+            raise ValueError("both agents of a pair must be participants")
+        if len(np.unique(fast)) != len(fast) or np.any(partner[fast] >= 0):
+            raise ValueError("each agent can be in at most one pair")
+
+    @classmethod
+    def alone(cls, participants: BoolArray) -> RoundPlan:
+        """The plan with no offloading."""
+        k = len(participants)
+        return cls(participants, np.full(k, -1), np.zeros(k, np.int64))
+
+    @property
+    def num_agents(self) -> int:
+        return int(self.participants.shape[0])
+
+    @property
+    def pairs(self) -> list[tuple[int, int, int]]:
+        """[(slow, fast, cut), ...] in increasing slow index."""
+        slow = np.flatnonzero(self.partner >= 0)
+        return [(int(i), int(self.partner[i]), int(self.cut[i])) for i in slow]
+
+    def with_cut(self, cut: int) -> RoundPlan:
+        """The same pairs forced to one cut (cut 0: nobody offloads)."""
+        if cut == 0:
+            return RoundPlan.alone(self.participants)
+        c = np.where(self.partner >= 0, cut, 0)
+        return RoundPlan(self.participants, self.partner, c)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RoundTiming:
+    """The priced round, all in simulated seconds.
+
+    Attributes:
+      compute_s: [K] training compute (fast partners: own epoch + partner's fast side).
+      comm_s: [K] activation transfer charged to the agent (fast partners' receive).
+      idle_s: [K] max_k τ_k − τ_i over the participants.
+      tau_s: [K] τ_i = compute_s + comm_s (0 for non-participants).
+      allreduce_s: the AllReduce.
+      round_time_s: max_i τ_i + allreduce_s.
+      alone_round_time_s: the same round with nobody offloading.
+      makespan_s: max_i τ_i, the objective of problem (5).
+    """
+
+    compute_s: FloatArray
+    comm_s: FloatArray
+    idle_s: FloatArray
+    tau_s: FloatArray
+    allreduce_s: float
+    round_time_s: float
+    alone_round_time_s: float
+    makespan_s: float
+
+
+def price_round(
+    plan: RoundPlan,
+    cpu: FloatArray,
+    links,
+    num_batches,
+    profile: SplitProfile,
+    params: TimingParams,
+) -> RoundTiming:
+    """Prices one planned round with eq. (4) and the AllReduce.
+
+    Args:
+      plan: the round's plan.
+      cpu: [K] CPUs per agent this round.
+      links: :class:`Links`, a [K] bandwidth vector (complete topology) or a
+        [K, K] c matrix.
+      num_batches: [K] Ñ_i, batches per agent in the local epoch.
+      profile: the split profile.
+      params: timing parameters.
+
+    Returns:
+      The round's :class:`RoundTiming`.
+    """
+    links = as_links(links)
+    k = plan.num_agents
+    cpu = np.asarray(cpu, np.float64)
+    n = np.asarray(num_batches, np.float64)
+    if cpu.shape != (k,) or n.shape != (k,) or links.num_agents != k:
+        raise ValueError(f"cpu, num_batches and links must describe the plan's {k} agents")
+    part = plan.participants
+    step = step_s(cpu, profile, params)
+    tau_hat = n * step
+    terms = CutTerms.of(profile)
+    compute = np.where(part, tau_hat, 0.0)
+    comm = np.zeros(k)
+    tau = compute.copy()
+    s = np.flatnonzero(plan.partner >= 0)
+    if s.size:
+        f, m = plan.partner[s], plan.cut[s]
+        cap = links.capacity(s, f)
+        if np.any(cap <= 0):
+            bad = int(np.flatnonzero(cap <= 0)[0])
+            raise ValueError(f"pair ({int(s[bad])}, {int(f[bad])}) has no link (c = 0)")
+        tau[s] = compute[s] = slow_side_s(tau_hat[s], terms.slow[m])
+        compute[f] = tau_hat[f] + n[s] * (terms.fast[m] * step[f])
+        comm[f] = n[s] * (terms.megabits[m] / cap)
+        tau[f] = fast_side_s(tau_hat[f], n[s], terms.megabits[m], cap, terms.fast[m], step[f])
+    ar = allreduce_s(part, links, profile.model_bytes, params)
+    if not part.any():
+        return RoundTiming(compute, comm, np.zeros(k), tau, 0.0, 0.0, 0.0, 0.0)
+    makespan = float(tau[part].max())
+    idle = np.where(part, makespan - tau, 0.0)
+    return RoundTiming(
+        compute_s=compute,
+        comm_s=comm,
+        idle_s=idle,
+        tau_s=tau,
+        allreduce_s=ar,
+        round_time_s=makespan + ar,
+        alone_round_time_s=float(tau_hat[part].max()) + ar,
+        makespan_s=makespan,
+    )

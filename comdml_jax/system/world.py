@@ -1,0 +1,196 @@
+"""The simulated world of a run, built once from the config (SPEC §5–6).
+
+The engine's per-round use::
+
+    system = build_system(config)
+    for r in range(config.rounds):
+        state = system.round_state(r)                 # profiles, links, participants
+        plan = system.plan(state, num_batches, profile)          # Algorithm 1
+        timing = system.price(plan, state, num_batches, profile) # eq. (4) + AllReduce
+
+Participants of round r (:meth:`System.participants_at`):
+  1. sampled: all agents when ``participation >= 1``, else
+     ``max(1, round(participation * K))`` agents drawn without replacement
+     from rng(seed, Purpose.PARTICIPATION, r);
+  2. connected: bw_i > 0 this round;
+  3. on a topology that is not complete, only the sampled, connected agents in
+     the routing component holding most of them (ties: the component with the
+     lowest agent) take part, so the AllReduce can reach everyone. Agents that
+     are connected but not sampled may relay messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from ml_collections import ConfigDict
+
+from comdml_jax.system.profiles import (
+    ProfileSpec,
+    Purpose,
+    profile_spec_from_config,
+    profiles_at,
+    rng_for,
+)
+from comdml_jax.system.scheduler import get_scheduler
+from comdml_jax.system.split_profile import SplitProfile
+from comdml_jax.system.timing import RoundPlan, RoundTiming, TimingParams, price_round
+from comdml_jax.system.topology import (
+    Links,
+    Topology,
+    components,
+    link_capacities,
+    topology_from_config,
+)
+
+FloatArray = np.ndarray  # float64[K]
+BoolArray = np.ndarray  # bool[K]
+
+
+def sampled_at(seed: int, round_: int, num_agents: int, participation: float) -> BoolArray:
+    """[K] the agents sampled in round r (module docstring, step 1)."""
+    if participation >= 1.0:
+        return np.ones(num_agents, bool)
+    n = max(1, int(round(participation * num_agents)))
+    idx = rng_for(seed, Purpose.PARTICIPATION, round_).choice(num_agents, n, replace=False)
+    out = np.zeros(num_agents, bool)
+    out[idx] = True
+    return out
+
+
+def main_component(links: Links, candidates: BoolArray) -> BoolArray:
+    """[K] the candidates in the routing component that holds most of them.
+
+    Ties go to the component with the lowest agent. On a complete topology
+    every connected candidate is in one component.
+
+    Args:
+      links: the round's links.
+      candidates: [K] sampled, connected agents.
+
+    Returns:
+      [K] bool, the participants (module docstring, step 3).
+    """
+    part = np.asarray(candidates, bool) & True
+    if links.complete or not part.any():
+        return part
+    labels = components(links, part)
+    counts = np.bincount(labels[part], minlength=links.num_agents)
+    return part & (labels == int(np.argmax(counts)))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RoundState:
+    """Everything the scheduler and the timing model need about round r.
+
+    Attributes:
+      round: r.
+      cpu: [K] CPUs.
+      bandwidth_mbps: [K] Mbps (0 = disconnected).
+      links: the round's c_ij.
+      participants: [K] bool, sampled, connected and reachable.
+    """
+
+    round: int
+    cpu: FloatArray
+    bandwidth_mbps: FloatArray
+    links: Links
+    participants: BoolArray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class System:
+    """The run's agents, topology and timing parameters.
+
+    Attributes:
+      num_agents: K.
+      seed: the run seed.
+      participation: the fraction of agents sampled per round.
+      profiles: the profile spec (``profiles.profiles_at`` evaluates it).
+      topology: the communication graph.
+      timing: the timing-model parameters.
+      scheduler: the scheduler's registry name (``system.scheduler``).
+    """
+
+    num_agents: int
+    seed: int
+    participation: float
+    profiles: ProfileSpec
+    topology: Topology
+    timing: TimingParams
+    scheduler: str = "greedy"
+
+    def profiles_at(self, round_: int) -> tuple[FloatArray, FloatArray]:
+        """(cpu, bandwidth_mbps) of round r."""
+        return profiles_at(self.profiles, round_)
+
+    def links_at(self, round_: int) -> Links:
+        """c_ij of round r."""
+        return link_capacities(self.topology, self.profiles_at(round_)[1])
+
+    def participants_at(self, round_: int) -> BoolArray:
+        """[K] who takes part in round r (module docstring)."""
+        return self.round_state(round_).participants
+
+    def round_state(self, round_: int) -> RoundState:
+        """Profiles, links and participants of round r (pure in (config, r))."""
+        cpu, bw = self.profiles_at(round_)
+        links = link_capacities(self.topology, bw)
+        part = sampled_at(self.seed, round_, self.num_agents, self.participation) & (bw > 0)
+        return RoundState(round_, cpu, bw, links, main_component(links, part))
+
+    def plan(
+        self,
+        state: RoundState,
+        num_batches,
+        profile: SplitProfile,
+        scheduler: str | None = None,
+    ) -> RoundPlan:
+        """Plans round r with ``system.scheduler`` (or ``scheduler``).
+
+        Args:
+          state: the round's state.
+          num_batches: [K] Ñ_i.
+          profile: the split profile.
+          scheduler: a registry name overriding the config's.
+
+        Returns:
+          The plan.
+        """
+        fn = get_scheduler(scheduler or self.scheduler)
+        return fn(state.cpu, state.links, num_batches, state.participants, profile, self.timing)
+
+    def price(
+        self, plan: RoundPlan, state: RoundState, num_batches, profile: SplitProfile
+    ) -> RoundTiming:
+        """Prices a plan of round r (``timing.price_round``)."""
+        return price_round(plan, state.cpu, state.links, num_batches, profile, self.timing)
+
+
+def build_system(config: ConfigDict) -> System:
+    """Validates the config's system fields and builds the world once.
+
+    Reads ``seed``, ``num_agents``, ``participation`` and ``system.*``.
+
+    Args:
+      config: a run config.
+
+    Returns:
+      The system.
+    """
+    spec = profile_spec_from_config(config)
+    frac = config.participation
+    if not isinstance(frac, (int, float)) or not 0.0 < frac <= 1.0:
+        raise ValueError(f"participation = {frac!r} must be in (0, 1]")
+    name = config.system.scheduler
+    get_scheduler(name)
+    return System(
+        num_agents=config.num_agents,
+        seed=config.seed,
+        participation=float(frac),
+        profiles=spec,
+        topology=topology_from_config(config),
+        timing=TimingParams.from_config(config),
+        scheduler=name,
+    )

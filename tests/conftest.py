@@ -1,0 +1,23 @@
+"""Test set-up: fake 8 CPU devices before JAX is imported anywhere.
+
+The real CIFAR-10 lives outside the package; tests find it through the
+``COMDML_DATA_DIR`` environment variable (the README's test command sets it).
+"""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir():
+    """The TFDS data dir holding cifar10/3.0.2, or skip when it is not configured."""
+    data_dir = os.environ.get("COMDML_DATA_DIR")
+    if not data_dir:
+        pytest.skip("COMDML_DATA_DIR is not set; the README's test command sets it")
+    return data_dir

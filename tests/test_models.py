@@ -1,0 +1,216 @@
+"""Models, cuts and the split profile (issue 2)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from comdml_jax.models import split
+from comdml_jax.models.resnet import build_model, count_params
+from comdml_jax.train import steps
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = build_model("tiny", conv_impl="xla")
+    params, stats = model.init(jax.random.key(0))
+    aux = split.init_all_aux(model, jax.random.key(1))
+    return model, params, stats, aux
+
+
+def _batch(n=6, seed=0):
+    x = jax.random.normal(jax.random.key(seed), (n, 32, 32, 3))
+    y = jnp.arange(n, dtype=jnp.int32) % 10
+    return x, y
+
+
+@pytest.mark.parametrize("name,expected", [("resnet56", 591_322), ("resnet110", 1_147_738)])
+def test_paper_param_counts(name, expected):
+    model = build_model(name)
+    params, _ = jax.eval_shape(model.init, jax.random.key(0))
+    assert count_params(params) == expected
+
+
+def _basic_option_a_count(n: int, classes: int = 10) -> int:
+    """He et al.'s CIFAR ResNet-(6n+2), option A, counted by hand (conv weights + BN gamma/beta)."""
+    conv = lambda cin, cout: 9 * cin * cout
+    bn = lambda c: 2 * c
+    stem = conv(3, 16) + bn(16)
+    g1 = n * (2 * conv(16, 16) + 2 * bn(16))
+    g2 = conv(16, 32) + conv(32, 32) + 2 * bn(32) + (n - 1) * (2 * conv(32, 32) + 2 * bn(32))
+    g3 = conv(32, 64) + conv(64, 64) + 2 * bn(64) + (n - 1) * (2 * conv(64, 64) + 2 * bn(64))
+    return stem + g1 + g2 + g3 + 64 * classes + classes
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
+def test_basic_block_param_counts(depth):
+    model = build_model(f"resnet{depth}_basic")
+    params, _ = jax.eval_shape(model.init, jax.random.key(0))
+    assert count_params(params) == _basic_option_a_count((depth - 2) // 6)
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("resnet56", [0, 1, 10, 19, 28, 37, 46, 55]),
+        ("resnet110", [0, 1, 19, 37, 55, 73, 91, 109]),
+    ],
+)
+def test_layers_offloaded_match_table1(name, expected):
+    model = build_model(name)
+    assert [split.layers_offloaded(model, m) for m in range(split.num_cuts(model))] == expected
+
+
+def test_basic_block_cuts_are_block_boundaries():
+    model = build_model("resnet20_basic")
+    # stem + 9 blocks + head: cut m offloads the head and m-1 blocks of 2 layers.
+    assert split.num_cuts(model) == 11
+    assert [split.layers_offloaded(model, m) for m in range(4)] == [0, 1, 3, 5]
+
+
+def test_split_then_join_is_lossless(tiny):
+    model, params, stats, _ = tiny
+    for m in range(split.num_cuts(model)):
+        sp, fp = split.split_tree(model, params, m)
+        assert set(sp).isdisjoint(fp)
+        chex.assert_trees_all_equal(split.join_tree(sp, fp), params)
+        ss, fs = split.split_tree(model, stats, m)
+        chex.assert_trees_all_equal(split.join_tree(ss, fs), stats)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_slow_then_fast_equals_full_model(tiny, train):
+    model, params, stats, aux = tiny
+    x, _ = _batch()
+    full, full_stats = model.apply(params, stats, x, train)
+    for m in range(1, split.num_cuts(model)):
+        sp, fp = split.split_tree(model, params, m)
+        ss, fs = split.split_tree(model, stats, m)
+        sp = {**sp, split.AUX: aux[split.aux_key(m)]}
+        _, z, s_stats = split.slow_forward(model, sp, ss, x, m, train)
+        logits, f_stats = split.fast_forward(model, fp, fs, z, m, train)
+        np.testing.assert_allclose(logits, full, atol=1e-5, rtol=0)
+        chex.assert_trees_all_close(split.join_tree(s_stats, f_stats), full_stats, atol=1e-6)
+
+
+def test_fast_loss_has_zero_gradient_wrt_slow_params(tiny):
+    model, params, stats, aux = tiny
+    x, y = _batch()
+    tx = steps.make_optimizer(0.1)
+    m = 4
+    sp, fp = split.split_tree(model, params, m)
+    ss, fs = split.split_tree(model, stats, m)
+    sp = {**sp, split.AUX: aux[split.aux_key(m)]}
+    slow = steps.slow_step_fn(model, tx, m)
+
+    def fast_loss_of_slow_params(slow_params):
+        state = steps.init_state(slow_params, ss, tx)
+        _, (z, yy, _) = slow(state, x, y)
+        logits, _ = split.fast_forward(model, fp, fs, z, m, True)
+        return steps.cross_entropy(logits, yy)
+
+    grads = jax.grad(fast_loss_of_slow_params)(sp)
+    for g in jax.tree.leaves(grads):
+        assert np.all(np.asarray(g) == 0.0)
+
+
+def test_profile_bytes_and_costs():
+    model = build_model("tiny", conv_impl="xla")
+    batch = 8
+    prof = split.split_profile("tiny", batch)
+    shapes = model.stage_output_shapes(batch)
+    assert prof.num_cuts == split.num_cuts(model)
+    for m in range(1, prof.num_cuts):
+        b, h, w, c = shapes[split.boundary(model, m) - 1]
+        assert (
+            prof.bytes_per_batch[m] == b * c * h * w * 4 + batch * 4
+        )  # activations + int32 labels
+    assert prof.bytes_per_batch[0] == 0
+    assert prof.slow_rel_cost[0] == 1.0 and prof.fast_rel_cost[0] == 0.0
+    assert np.all(prof.slow_rel_cost[1:] > 0) and np.all(prof.fast_rel_cost[1:] > 0)
+    # A deeper cut (more stages on the slow side, i.e. a smaller m) costs the slow agent more.
+    assert np.all(np.diff(prof.slow_rel_cost[1:]) < 0)
+    assert np.all(np.diff(prof.fast_rel_cost[1:]) > 0)
+    params, stats = model.init(jax.random.key(0))
+    n_params = count_params(params)
+    n_stats = sum(x.size for x in jax.tree.leaves(stats))
+    assert prof.model_bytes == 4 * (n_params + n_stats)
+    np.testing.assert_array_equal(
+        prof.fast_param_bytes + prof.slow_param_bytes - prof.slow_param_bytes[0],
+        np.r_[
+            0,
+            [
+                4 * count_params(split.init_aux(model, m, jax.random.key(0)))
+                for m in range(1, prof.num_cuts)
+            ],
+        ],
+    )
+
+
+def test_step_traces_once_per_cut(tiny):
+    model, params, stats, aux = tiny
+    x, y = _batch()
+    tx = steps.make_optimizer(0.1)
+    cache = steps.StepCache(model, tx, donate=False)
+    m = 3
+    sp, fp = split.split_tree(model, params, m)
+    ss, fs = split.split_tree(model, stats, m)
+    sp = {**sp, split.AUX: aux[split.aux_key(m)]}
+    state = (steps.init_state(sp, ss, tx), steps.init_state(fp, fs, tx))
+    traced = []
+    pure = cache.pure
+
+    def counting_pure(role, cut=0):
+        fn = pure(role, cut)
+
+        def wrapped(*a):
+            traced.append((role, cut))
+            return fn(*a)
+
+        return wrapped
+
+    cache.pure = counting_pure
+    step = cache.get("pair", m)
+    state, _ = step(state, x, y)
+    state, _ = step(state, x, y)
+    assert cache.get("pair", m) is step
+    assert traced == [("pair", m)]
+
+
+def test_vmapped_step_equals_separate_steps(tiny):
+    model, params, stats, _ = tiny
+    tx = steps.make_optimizer(0.05)
+    step = steps.full_step_fn(model, tx)
+    xs = jnp.stack([_batch(seed=s)[0] for s in range(4)])
+    ys = jnp.stack([_batch(seed=s)[1] for s in range(4)])
+    # Agents whose weights differ, as they do after a few local steps.
+    keys = jax.random.split(jax.random.key(7), 4)
+    states = [
+        steps.init_state(
+            jax.tree.map(lambda p, k=k: p + 0.01 * jax.random.normal(k, p.shape), params), stats, tx
+        )
+        for k in keys
+    ]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *states)
+    v_state, v_loss = jax.jit(jax.vmap(step))(stacked, xs, ys)
+    jstep = jax.jit(step)
+    for i in range(4):
+        s_state, s_loss = jstep(states[i], xs[i], ys[i])
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, i=i: a[i], v_state), s_state, atol=1e-5, rtol=1e-5
+        )
+        np.testing.assert_allclose(v_loss[i], s_loss, atol=1e-5)
+
+
+def test_masked_padded_step_leaves_state_bit_identical(tiny):
+    model, params, stats, _ = tiny
+    tx = steps.make_optimizer(0.05)
+    state = steps.init_state(params, stats, tx)
+    x, y = _batch()
+    masked = jax.jit(steps.masked(steps.full_step_fn(model, tx)))
+    same, _ = masked(state, jnp.bool_(False), x, y)
+    chex.assert_trees_all_equal(same, state)
+    moved, _ = masked(state, jnp.bool_(True), x, y)
+    with pytest.raises(AssertionError):
+        chex.assert_trees_all_equal(moved, state)

@@ -1,0 +1,216 @@
+"""The pairing scheduler (Algorithm 1) and the exact solver of problem (5)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_system_fixtures import resnet56_profile
+
+from comdml_jax.system import build_system
+from comdml_jax.system.exact import brute_force_plan, exact_plan, greedy_gap
+from comdml_jax.system.scheduler import greedy_plan, greedy_plan_reference, no_offload_plan
+from comdml_jax.system.split_profile import SplitProfile
+from comdml_jax.system.timing import TimingParams, alone_s, price_round
+from comdml_jax.system.topology import as_links, link_capacities, make_topology
+from comdml_jax.system.world import main_component
+from configs import table1
+
+UNIT = TimingParams(cpu_flops=1e9, cpu_gamma=1.0)  # t_ref = 1 s for full_step_flops = 1e9
+
+
+def toy_profile(slow, fast, nbytes) -> SplitProfile:
+    m = len(slow)
+    return SplitProfile(
+        model="toy",
+        batch_size=10,
+        cuts=np.arange(m),
+        layers_offloaded=np.arange(m),
+        slow_rel_cost=np.asarray(slow, float),
+        fast_rel_cost=np.asarray(fast, float),
+        bytes_per_batch=np.asarray(nbytes, np.int64),
+        slow_param_bytes=np.zeros(m, np.int64),
+        fast_param_bytes=np.zeros(m, np.int64),
+        full_step_flops=1e9,
+        model_bytes=1_000_000,
+    )
+
+
+def test_greedy_by_hand():
+    # tau_hat = N / cpu = [20, 2.5, 10]; one cut: T_s = T_f = 0.5, nu = 0.
+    prof = toy_profile([1, 0.5], [0, 0.5], [0, 0])
+    cpu, bw, nb = np.array([0.5, 4.0, 1.0]), np.full(3, 100.0), np.full(3, 10)
+    plan = greedy_plan(cpu, bw, nb, np.ones(3, bool), prof, UNIT)
+    # agent 0 first: with 1: max(10, 2.5 + 10 * 0.5 / 4) = 10; with 2: max(10, 10 + 5) = 15
+    # -> pairs with 1 (10 < 20). Agent 2 next: 1 is taken, nobody else is faster.
+    assert plan.pairs == [(0, 1, 1)]
+    t = price_round(plan, cpu, bw, nb, prof, UNIT)
+    assert t.makespan_s == pytest.approx(10.0)
+
+
+def test_greedy_ties_go_to_the_lowest_index():
+    prof = toy_profile([1, 0.5], [0, 0.5], [0, 0])
+    cpu = np.array([4.0, 0.5, 4.0, 0.5])
+    plan = greedy_plan(cpu, np.full(4, 100.0), np.full(4, 10), np.ones(4, bool), prof, UNIT)
+    # agents 1 and 3 tie as slowest (1 first); 0 and 2 tie as partners (0 first)
+    assert plan.pairs == [(1, 0, 1), (3, 2, 1)]
+
+
+def test_greedy_is_suboptimal_where_exact_is_not_by_hand():
+    # cuts: T_s = (1, .5, .1), T_f = (0, .5, .9), nu = 0; tau_hat = N / cpu.
+    prof = toy_profile([1, 0.5, 0.1], [0, 0.5, 0.9], [0, 0, 0])
+    cpu = np.array([0.1, 10.0, 1.0, 1.0])  # A, B, C, D
+    nb = np.array([1, 1, 9, 1])  # tau_hat = [10, 0.1, 9, 1]
+    args = (cpu, np.full(4, 100.0), nb, np.ones(4, bool), prof, UNIT)
+    # Greedy: A -> B at cut 2: max(1, 0.1 + 0.9 * 1/10) = 1 (A -> D is at best 1.9);
+    # then C -> D at cut 1: max(4.5, 1 + 0.5 * 9) = 5.5 < 9. Makespan 5.5.
+    # Exact: A -> D at cut 2: max(1, 1 + 0.9) = 1.9; C -> B at cut 2: max(0.9, 0.1 + 0.81) = 0.91.
+    assert greedy_plan(*args).pairs == [(0, 1, 2), (2, 3, 1)]
+    gap = greedy_gap(*args)
+    assert gap.greedy_s == pytest.approx(5.5)
+    assert gap.exact_s == pytest.approx(1.9)
+    assert gap.gap == pytest.approx((5.5 - 1.9) / 1.9)
+    assert sorted(exact_plan(*args).pairs) == [(0, 3, 2), (2, 1, 2)]
+
+
+@pytest.mark.parametrize("setting_picks_more, setting_picks_fewer", [("1", "2")])
+def test_table1_offloads_more_layers_in_setting_1(setting_picks_more, setting_picks_fewer):
+    prof = resnet56_profile()
+    nb = np.array([250, 250])  # 25,000 samples per agent at B = 100
+    layers, savings = {}, {}
+    for s in (setting_picks_more, setting_picks_fewer):
+        system = build_system(table1.get_config(s))
+        state = system.round_state(0)
+        plan = system.plan(state, nb, prof)
+        assert [(i, j) for i, j, _ in plan.pairs] == [(1, 0)]  # the slow agent offloads to the fast
+        t = system.price(plan, state, nb, prof)
+        layers[s] = int(prof.layers_offloaded[plan.pairs[0][2]])
+        savings[s] = 1 - t.round_time_s / t.alone_round_time_s
+        # the picked cut is the best of all forced cuts
+        forced = [system.price(plan.with_cut(m), state, nb, prof).round_time_s for m in range(8)]
+        assert t.round_time_s == pytest.approx(min(forced))
+    assert layers["1"] > layers["2"]
+    assert savings["1"] > savings["2"] > 0
+
+
+@pytest.mark.slow
+def test_table1_with_the_compiled_profile():
+    split = pytest.importorskip("comdml_jax.models.split")
+    prof = split.split_profile("resnet56", 100, 10)
+    nb = np.array([250, 250])
+    picked = {}
+    for s in ("1", "2"):
+        system = build_system(table1.get_config(s))
+        state = system.round_state(0)
+        plan = system.plan(state, nb, prof)
+        picked[s] = int(prof.layers_offloaded[plan.pairs[0][2]]) if plan.pairs else 0
+    assert picked["1"] > picked["2"]
+
+
+def test_none_scheduler_never_pairs():
+    prof = resnet56_profile()
+    plan = no_offload_plan(
+        np.array([0.2, 4.0]),
+        np.array([100.0, 100.0]),
+        np.array([10, 10]),
+        np.ones(2, bool),
+        prof,
+        UNIT,
+    )
+    assert plan.pairs == []
+
+
+# --- random instances ---
+
+
+@st.composite
+def instances(draw, max_k=12, complete=None):
+    k = draw(st.integers(2, max_k))
+    cpu = np.array(
+        draw(
+            st.lists(st.sampled_from([4.0, 2.0, 1.0, 0.5, 0.2, 0.25, 3.0]), min_size=k, max_size=k)
+        )
+    )
+    bw = np.array(
+        draw(
+            st.lists(
+                st.sampled_from([0.0, 10.0, 20.0, 50.0, 100.0, 20.0, 100.0]), min_size=k, max_size=k
+            )
+        )
+    )
+    nb = np.array(draw(st.lists(st.integers(1, 30), min_size=k, max_size=k)))
+    kind = (
+        draw(st.sampled_from(["full", "random", "ring"]))
+        if complete is None
+        else ("full" if complete else draw(st.sampled_from(["random", "ring"])))
+    )
+    topo = make_topology(kind, k, p=draw(st.sampled_from([0.3, 0.6])), seed=draw(st.integers(0, 9)))
+    links = link_capacities(topo, bw)
+    sampled = draw(st.lists(st.sampled_from([True, True, True, False]), min_size=k, max_size=k))
+    part = main_component(links, (bw > 0) & np.array(sampled))
+    if draw(st.booleans()):
+        prof = resnet56_profile(full_step_flops=draw(st.sampled_from([5e9, 56.3e9])))
+    else:
+        m = draw(st.integers(2, 5))
+        fast = np.concatenate(
+            [[0], np.sort(draw(st.lists(st.floats(0.05, 1.0), min_size=m - 1, max_size=m - 1)))]
+        )
+        slow = np.concatenate([[1], 1.02 - fast[1:]])
+        nbytes = [0] + draw(st.lists(st.integers(1, 400_000), min_size=m - 1, max_size=m - 1))
+        prof = toy_profile(slow, fast, nbytes)
+    params = TimingParams(cpu_flops=3e9, cpu_gamma=draw(st.sampled_from([1.0, 0.62])))
+    return cpu, links, nb, part, prof, params
+
+
+@settings(max_examples=200, deadline=None)
+@given(instances(max_k=25))
+def test_vectorised_greedy_equals_the_loop(inst):
+    vec = greedy_plan(*inst)
+    ref = greedy_plan_reference(*inst)
+    assert np.array_equal(vec.partner, ref.partner) and np.array_equal(vec.cut, ref.cut)
+    # and through a dense c matrix (the non-complete code path)
+    cpu, links, nb, part, prof, params = inst
+    dense = greedy_plan(cpu, links.dense(), nb, part, prof, params)
+    assert np.array_equal(dense.partner, ref.partner) and np.array_equal(dense.cut, ref.cut)
+
+
+def test_vectorised_greedy_equals_the_loop_at_scale():
+    rng = np.random.default_rng(0)
+    k = 400
+    cpu = rng.choice([4.0, 2.0, 1.0, 0.5, 0.2], k)
+    bw = rng.choice([0.0, 10.0, 20.0, 50.0, 100.0], k)
+    nb = rng.choice([5, 10, 20], k)
+    for links in (as_links(bw), link_capacities(make_topology("random", k, p=0.1, seed=1), bw)):
+        args = (cpu, links, nb, bw > 0, resnet56_profile(), TimingParams())
+        vec, ref = greedy_plan(*args), greedy_plan_reference(*args)
+        assert len(vec.pairs) > k // 10
+        assert vec.pairs == ref.pairs
+
+
+@settings(max_examples=200, deadline=None)
+@given(instances(max_k=14))
+def test_greedy_plan_properties(inst):
+    cpu, links, nb, part, prof, params = inst
+    plan = greedy_plan(*inst)
+    tau_hat = alone_s(cpu, nb, prof, params)
+    agents = [a for i, j, _ in plan.pairs for a in (i, j)]
+    assert len(agents) == len(set(agents))  # at most one pair each
+    for i, j, m in plan.pairs:
+        assert part[i] and part[j]
+        assert links.capacity([i], [j])[0] > 0  # connected
+        assert tau_hat[j] < tau_hat[i]  # faster
+        assert 1 <= m < prof.num_cuts
+    assert np.array_equal(plan.participants, part)
+    t = price_round(plan, cpu, links, nb, prof, params)
+    assert t.makespan_s <= t.alone_round_time_s - t.allreduce_s + 1e-9
+    assert t.round_time_s <= t.alone_round_time_s
+
+
+@settings(max_examples=150, deadline=None)
+@given(instances(max_k=7))
+def test_exact_equals_brute_force_and_bounds_greedy(inst):
+    cpu, links, nb, part, prof, params = inst
+    exact = price_round(exact_plan(*inst), cpu, links, nb, prof, params).makespan_s
+    brute = price_round(brute_force_plan(*inst), cpu, links, nb, prof, params).makespan_s
+    greedy = price_round(greedy_plan(*inst), cpu, links, nb, prof, params).makespan_s
+    assert exact == brute  # exact in float: CP-SAT optimises ranks of the float values
+    assert greedy >= exact
