@@ -22,6 +22,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.model = ConfigDict()
     c.model.name = "resnet56"  # registry name in comdml_jax.models
     c.model.conv_impl = "auto"  # auto | xla | matmul  (see comdml_jax.models.conv)
+    c.model.bn_impl = "auto"  # auto | plain | materialize  (see comdml_jax.models.norm)
 
     # --- data (SPEC §3, §9) ---
     c.data = ConfigDict()
@@ -47,7 +48,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.system.trace = ""  # path to a per-round profile trace (.json); overrides both
     c.system.dynamics_rounds = (100,)  # rounds at which a fraction of agents redraws
     c.system.dynamics_fraction = 0.2
-    c.system.cpu_flops = 3.0e9  # FLOP/s of one simulated CPU (calibrated on Table I)
+    # FLOP/s of one simulated CPU: timing.calibrate_cpu_flops(resnet56 profile at B=100, gamma=1)
+    # = 2.76e9, i.e. Table I setting 1's ratio of compute to link speed (see configs/table1.py).
+    c.system.cpu_flops = 2.76e9
     # '' uses cpu_flops as given; 'table1' derives it from the split profile so that
     # Table I's compute/link ratio holds (comdml_jax.system.timing.calibrate_cpu_flops)
     c.system.cpu_flops_calibration = ""

@@ -7,6 +7,7 @@ rerunning with the same DIR resumes from the last checkpoint.
 
 from __future__ import annotations
 
+import logging as logging_std
 import os
 
 from absl import app, flags, logging
@@ -30,9 +31,20 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+class _DropLibraryChatter(logging_std.Filter):
+    """Hides orbax's per-checkpoint INFO lines; warnings still show."""
+
+    def filter(self, record: logging_std.LogRecord) -> bool:
+        return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
     del argv
+    from comdml_jax.host_memory import tune_host_allocator
+
+    tune_host_allocator()  # before JAX starts its threads
     enable_compilation_cache()
+    logging.get_absl_handler().addFilter(_DropLibraryChatter())
     from comdml_jax.experiment import run
 
     summary = run(_CONFIG.value, _WORKDIR.value)

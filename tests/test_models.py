@@ -178,8 +178,10 @@ def test_step_traces_once_per_cut(tiny):
     assert traced == [("pair", m)]
 
 
-def test_vmapped_step_equals_separate_steps(tiny):
-    model, params, stats, _ = tiny
+@pytest.mark.parametrize("conv_impl", ["auto", "xla"])
+def test_vmapped_step_equals_separate_steps(tiny, conv_impl):
+    _, params, stats, _ = tiny
+    model = build_model("tiny", conv_impl=conv_impl)
     tx = steps.make_optimizer(0.05)
     step = steps.full_step_fn(model, tx)
     xs = jnp.stack([_batch(seed=s)[0] for s in range(4)])
@@ -197,10 +199,19 @@ def test_vmapped_step_equals_separate_steps(tiny):
     jstep = jax.jit(step)
     for i in range(4):
         s_state, s_loss = jstep(states[i], xs[i], ys[i])
+        mine = jax.tree.map(lambda a, i=i: a[i], v_state)
         chex.assert_trees_all_close(
-            jax.tree.map(lambda a, i=i: a[i], v_state), s_state, atol=1e-5, rtol=1e-5
+            (mine.params, mine.batch_stats),
+            (s_state.params, s_state.batch_stats),
+            atol=1e-5,
+            rtol=1e-5,
         )
-        np.testing.assert_allclose(v_loss[i], s_loss, atol=1e-5)
+        np.testing.assert_allclose(v_loss[i], s_loss, atol=1e-5, rtol=1e-5)
+        # The momentum trace is the raw gradient. vmap lowers the 3x3 convolutions of
+        # agents with different weights to grouped convolutions; measured against a
+        # float64 step, XLA:CPU's grouped-convolution weight gradient is off by up to
+        # 1.3e-4 (on gradients of ~0.2) where the single convolution is off by 2e-7.
+        chex.assert_trees_all_close(mine.opt_state, s_state.opt_state, atol=2e-4, rtol=1e-5)
 
 
 def test_masked_padded_step_leaves_state_bit_identical(tiny):

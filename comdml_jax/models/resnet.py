@@ -26,6 +26,7 @@ Models:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,7 +34,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from comdml_jax.models import norm
 from comdml_jax.models.conv import Conv, resolve_impl
+from comdml_jax.models.norm import BatchNormAct
 
 Array = jax.Array
 Params = dict[str, Any]  # stage name -> that stage's params pytree
@@ -43,12 +46,14 @@ BN_MOMENTUM = 0.9  # PyTorch's momentum 0.1
 BN_EPS = 1e-5
 
 
-def batch_norm(train: bool, name: str | None = None, scale_init=nn.initializers.ones):
-    return nn.BatchNorm(
+def batch_norm(train: bool, name: str, impl: str, relu: bool = True) -> BatchNormAct:
+    """``act(BN(x) + residual)`` in training or evaluation mode."""
+    return BatchNormAct(
         use_running_average=not train,
+        relu=relu,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPS,
-        scale_init=scale_init,
+        impl=impl,
         name=name,
     )
 
@@ -63,11 +68,12 @@ class Stem(nn.Module):
 
     width: int = 16
     conv_impl: str = "xla"
+    bn_impl: str = "plain"
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         x = Conv(self.width, 3, 1, self.conv_impl, name="conv")(x)
-        return nn.relu(batch_norm(train, "bn")(x))
+        return batch_norm(train, "bn", self.bn_impl)(x)
 
 
 class Bottleneck(nn.Module):
@@ -76,21 +82,22 @@ class Bottleneck(nn.Module):
     planes: int
     stride: int = 1
     conv_impl: str = "xla"
+    bn_impl: str = "plain"
     expansion: int = 4
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         out_ch = self.planes * self.expansion
+        bn = functools.partial(batch_norm, train, impl=self.bn_impl)
         y = Conv(self.planes, 1, 1, self.conv_impl, name="conv1")(x)
-        y = nn.relu(batch_norm(train, "bn1")(y))
+        y = bn("bn1")(y)
         y = Conv(self.planes, 3, self.stride, self.conv_impl, name="conv2")(y)
-        y = nn.relu(batch_norm(train, "bn2")(y))
-        y = Conv(out_ch, 1, 1, self.conv_impl, name="conv3")(y)
-        y = batch_norm(train, "bn3")(y)
+        y = bn("bn2")(y)
         if self.stride != 1 or x.shape[-1] != out_ch:
             x = Conv(out_ch, 1, self.stride, self.conv_impl, name="down_conv")(x)
-            x = batch_norm(train, "down_bn")(x)
-        return nn.relu(y + x)
+            x = bn("down_bn", relu=False)(x)
+        y = Conv(out_ch, 1, 1, self.conv_impl, name="conv3")(y)
+        return bn("bn3")(y, residual=x)
 
 
 class BasicBlock(nn.Module):
@@ -100,13 +107,13 @@ class BasicBlock(nn.Module):
     stride: int = 1
     shortcut: str = "A"
     conv_impl: str = "xla"
+    bn_impl: str = "plain"
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
+        bn = functools.partial(batch_norm, train, impl=self.bn_impl)
         y = Conv(self.planes, 3, self.stride, self.conv_impl, name="conv1")(x)
-        y = nn.relu(batch_norm(train, "bn1")(y))
-        y = Conv(self.planes, 3, 1, self.conv_impl, name="conv2")(y)
-        y = batch_norm(train, "bn2")(y)
+        y = bn("bn1")(y)
         if self.stride != 1 or x.shape[-1] != self.planes:
             if self.shortcut == "A":
                 x = x[:, :: self.stride, :: self.stride, :]
@@ -114,8 +121,9 @@ class BasicBlock(nn.Module):
                 x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
             else:
                 x = Conv(self.planes, 1, self.stride, self.conv_impl, name="down_conv")(x)
-                x = batch_norm(train, "down_bn")(x)
-        return nn.relu(y + x)
+                x = bn("down_bn", relu=False)(x)
+        y = Conv(self.planes, 3, 1, self.conv_impl, name="conv2")(y)
+        return bn("bn2")(y, residual=x)
 
 
 class Group(nn.Module):
@@ -275,12 +283,12 @@ def register(name: str):
 
 
 def _bottleneck_model(
-    name: str, n: int, num_classes: int, conv_impl: str, widths: Sequence[int]
+    name: str, n: int, num_classes: int, conv_impl: str, bn_impl: str, widths: Sequence[int]
 ) -> StagedModel:
-    impl = resolve_impl(conv_impl)
+    impls = {"conv_impl": resolve_impl(conv_impl), "bn_impl": norm.resolve_impl(bn_impl)}
     strides = (1, 1, 2, 1, 2, 1)
-    block = lambda **kw: Bottleneck(conv_impl=impl, **kw)
-    stages = [Stem(width=widths[0], conv_impl=impl)]
+    block = lambda **kw: Bottleneck(**impls, **kw)
+    stages = [Stem(width=widths[0], **impls)]
     for planes, stride in zip(widths, strides, strict=True):
         stages.append(Group(block=block, planes=planes, num_blocks=n, stride=stride))
     stages.append(Head(num_classes))
@@ -293,6 +301,7 @@ def _basic_model(
     n: int,
     num_classes: int,
     conv_impl: str,
+    bn_impl: str,
     shortcut: str,
     widths: Sequence[int] = (16, 32, 64),
 ) -> StagedModel:
@@ -300,13 +309,13 @@ def _basic_model(
         raise ValueError(
             f"shortcut={shortcut!r}: use 'A' (identity + zero pad) or 'B' (projection)"
         )
-    impl = resolve_impl(conv_impl)
-    stages = [Stem(width=widths[0], conv_impl=impl)]
+    impls = {"conv_impl": resolve_impl(conv_impl), "bn_impl": norm.resolve_impl(bn_impl)}
+    stages = [Stem(width=widths[0], **impls)]
     for g, planes in enumerate(widths):
         for b in range(n):
             stride = 2 if (g > 0 and b == 0) else 1
             block = lambda planes=planes, stride=stride, **kw: BasicBlock(
-                planes=planes, stride=stride, shortcut=shortcut, conv_impl=impl, **kw
+                planes=planes, stride=stride, shortcut=shortcut, **impls, **kw
             )
             stages.append(BlockStage(block=block))
     stages.append(Head(num_classes))
@@ -314,37 +323,50 @@ def _basic_model(
     return StagedModel(name, tuple(stages), layers, num_classes)
 
 
+PAPER_WIDTHS = (16, 16, 32, 32, 64, 64)
+
+
 @register("resnet56")
-def resnet56(num_classes: int = 10, conv_impl: str = "auto") -> StagedModel:
-    return _bottleneck_model("resnet56", 3, num_classes, conv_impl, (16, 16, 32, 32, 64, 64))
+def resnet56(num_classes: int = 10, conv_impl: str = "auto", bn_impl: str = "auto") -> StagedModel:
+    return _bottleneck_model("resnet56", 3, num_classes, conv_impl, bn_impl, PAPER_WIDTHS)
 
 
 @register("resnet110")
-def resnet110(num_classes: int = 10, conv_impl: str = "auto") -> StagedModel:
-    return _bottleneck_model("resnet110", 6, num_classes, conv_impl, (16, 16, 32, 32, 64, 64))
+def resnet110(num_classes: int = 10, conv_impl: str = "auto", bn_impl: str = "auto") -> StagedModel:
+    return _bottleneck_model("resnet110", 6, num_classes, conv_impl, bn_impl, PAPER_WIDTHS)
 
 
 @register("tiny")
-def tiny(num_classes: int = 10, conv_impl: str = "auto") -> StagedModel:
+def tiny(num_classes: int = 10, conv_impl: str = "auto", bn_impl: str = "auto") -> StagedModel:
     """A bottleneck model with the same 8-stage structure, 1 block per group, width 4."""
-    return _bottleneck_model("tiny", 1, num_classes, conv_impl, (4, 4, 8, 8, 8, 8))
+    return _bottleneck_model("tiny", 1, num_classes, conv_impl, bn_impl, (4, 4, 8, 8, 8, 8))
 
 
 for _depth in (8, 20, 32, 44, 56, 110):
 
-    def _make(num_classes: int = 10, conv_impl: str = "auto", shortcut: str = "A", _d=_depth):
-        return _basic_model(f"resnet{_d}_basic", (_d - 2) // 6, num_classes, conv_impl, shortcut)
+    def _make(
+        num_classes: int = 10,
+        conv_impl: str = "auto",
+        bn_impl: str = "auto",
+        shortcut: str = "A",
+        _d=_depth,
+    ):
+        n = (_d - 2) // 6
+        return _basic_model(f"resnet{_d}_basic", n, num_classes, conv_impl, bn_impl, shortcut)
 
     register(f"resnet{_depth}_basic")(_make)
 
 
-def build_model(name: str, num_classes: int = 10, conv_impl: str = "auto", **kwargs) -> StagedModel:
+def build_model(
+    name: str, num_classes: int = 10, conv_impl: str = "auto", bn_impl: str = "auto", **kwargs
+) -> StagedModel:
     """Builds a registered model by name.
 
     Args:
       name: a key of :data:`MODELS`.
       num_classes: classifier outputs.
       conv_impl: convolution lowering, see :mod:`comdml_jax.models.conv`.
+      bn_impl: batch-norm lowering, see :mod:`comdml_jax.models.norm`.
       **kwargs: model-specific options (``shortcut`` for basic-block models).
 
     Returns:
@@ -352,7 +374,7 @@ def build_model(name: str, num_classes: int = 10, conv_impl: str = "auto", **kwa
     """
     if name not in MODELS:
         raise ValueError(f"model.name={name!r} is unknown; choose one of {sorted(MODELS)}")
-    return MODELS[name](num_classes=num_classes, conv_impl=conv_impl, **kwargs)
+    return MODELS[name](num_classes=num_classes, conv_impl=conv_impl, bn_impl=bn_impl, **kwargs)
 
 
 def count_params(params: Params) -> int:

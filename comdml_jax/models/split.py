@@ -118,7 +118,7 @@ def split_profile(model_name: str, batch_size: int, num_classes: int = 10) -> Sp
 
     T_s^m and T_f^m are FLOPs of the slow-side training step (with its aux head)
     and the fast-side training step, relative to the full-model training step,
-    all from XLA's cost analysis with the reference convolution lowering, so
+    all from XLA's cost analysis with the reference lowerings, so
     they are deterministic and the same on every host. A training step is
     forward + backward + the SGD-with-momentum update.
 
@@ -133,7 +133,7 @@ def split_profile(model_name: str, batch_size: int, num_classes: int = 10) -> Sp
     # Imported here: steps depends on this module.
     from comdml_jax.train import steps as steps_lib
 
-    model = build_model(model_name, num_classes=num_classes, conv_impl="xla")
+    model = build_model(model_name, num_classes=num_classes, conv_impl="xla", bn_impl="plain")
     tx = steps_lib.make_optimizer(lr=0.1, momentum=0.9)
     params, stats = jax.eval_shape(model.init, jax.random.key(0))
     shapes = model.stage_output_shapes(batch_size)

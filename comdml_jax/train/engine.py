@@ -36,6 +36,7 @@ from jax.sharding import PartitionSpec as P
 from comdml_jax.data.agents import AgentBatches
 from comdml_jax.data.augment import augment, batch_key
 from comdml_jax.models import split
+from comdml_jax.models.conv import compiler_options
 from comdml_jax.models.resnet import StagedModel
 from comdml_jax.system.timing import RoundPlan
 from comdml_jax.train import aggregate, steps
@@ -228,7 +229,9 @@ class Engine:
                 key = batch_key(base, rab[0], rab[1], rab[2])
                 return run(state, x_all, y_all, idx, key)
 
-            self._loop_steps[k] = jax.jit(step, donate_argnums=(0,))
+            self._loop_steps[k] = jax.jit(
+                step, donate_argnums=(0,), compiler_options=compiler_options()
+            )
         return self._loop_steps[k]
 
     def _vmap_epoch(self, role: str, cut: int):
@@ -257,7 +260,9 @@ class Engine:
                 in_specs=(agent_axis, P(), P(), agent_axis, agent_axis, P(), agent_axis),
                 out_specs=(agent_axis, agent_axis),
             )
-            self._vmap_epochs[k] = jax.jit(sharded, donate_argnums=(0,))
+            self._vmap_epochs[k] = jax.jit(
+                sharded, donate_argnums=(0,), compiler_options=compiler_options()
+            )
         return self._vmap_epochs[k]
 
     # -- backends -------------------------------------------------------------------

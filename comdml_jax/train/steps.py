@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from comdml_jax.models import split
+from comdml_jax.models.conv import compiler_options
 from comdml_jax.models.resnet import BatchStats, Params, StagedModel
 
 Array = jax.Array
@@ -172,12 +173,16 @@ class StepCache:
       model: the model.
       tx: the optimiser.
       donate: donate the state argument (the engine never reuses it).
+      xla_options: compiler options; default :func:`compiler_options` of the platform.
     """
 
-    def __init__(self, model: StagedModel, tx, donate: bool = True):
+    def __init__(
+        self, model: StagedModel, tx, donate: bool = True, xla_options: dict | None = None
+    ):
         self.model = model
         self.tx = tx
         self.donate = donate
+        self.xla_options = compiler_options() if xla_options is None else xla_options
         self._jitted: dict[tuple[str, int], StepFn] = {}
 
     def pure(self, role: str, cut: int = 0) -> StepFn:
@@ -191,5 +196,7 @@ class StepCache:
         key = (role, 0 if role == "full" else cut)
         if key not in self._jitted:
             donate = (0,) if self.donate else ()
-            self._jitted[key] = jax.jit(self.pure(*key), donate_argnums=donate)
+            self._jitted[key] = jax.jit(
+                self.pure(*key), donate_argnums=donate, compiler_options=self.xla_options
+            )
         return self._jitted[key]

@@ -1,0 +1,158 @@
+"""Every convolution and batch-norm lowering against the reference (issue 6)."""
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from comdml_jax.models import conv, norm
+from comdml_jax.models.resnet import MODELS, build_model
+
+
+def _conv_shapes_used_by_models():
+    """(kernel, stride, c_in, c_out, spatial) of every Conv in the registered models."""
+    found = set()
+    for name in ("resnet56", "resnet110", "resnet20_basic", "tiny"):
+        model = build_model(name, conv_impl="xla")
+        x = jnp.zeros((1, *model.input_shape))
+        params, stats = jax.eval_shape(model.init, jax.random.key(0))
+
+        def record(next_fun, args, kwargs, context):
+            mod = context.module
+            if isinstance(mod, conv.Conv):
+                found.add(
+                    (mod.kernel_size, mod.stride, args[0].shape[-1], mod.features, args[0].shape[1])
+                )
+            return next_fun(*args, **kwargs)
+
+        import flax.linen as nn
+
+        with nn.intercept_methods(record):
+            jax.eval_shape(functools.partial(model.apply, x=x, train=True), params, stats)
+    return sorted(found)
+
+
+SHAPES = _conv_shapes_used_by_models()
+
+
+def assert_close(actual, desired, rtol=1e-5):
+    """Equal to ``rtol`` relative to the tensor's scale (sums of many terms cancel per element)."""
+    desired = np.asarray(desired)
+    scale = max(float(np.max(np.abs(desired))), 1e-30)
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale)
+
+
+def test_models_use_the_expected_kernel_shapes():
+    kinds = {(k, s) for k, s, *_ in SHAPES}
+    assert kinds == {(1, 1), (1, 2), (3, 1), (3, 2)}
+    assert len(MODELS) >= 8
+
+
+@pytest.mark.parametrize("impl", ["xla", "matmul"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "k{}s{}_{}to{}_{}px".format(*s))
+def test_conv_lowerings_match_lax_conv(impl, shape):
+    k, s, cin, cout, hw = shape
+    hw = min(hw, 8)  # the same kernel and stride on a smaller image keeps the test fast
+    x = jax.random.normal(jax.random.key(0), (3, hw, hw, cin))
+    w = jax.random.normal(jax.random.key(1), (k, k, cin, cout)) / np.sqrt(k * k * cin)
+    pad = (k - 1) // 2
+    padding = ((pad, pad), (pad, pad))
+
+    def ref(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (s, s), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    def got(x, w):
+        return conv.conv2d(x, w, s, padding, impl)
+
+    y_ref, y = ref(x, w), jax.jit(got)(x, w)
+    assert_close(y, y_ref)
+    ct = jax.random.normal(jax.random.key(2), y_ref.shape)
+    g_ref = jax.grad(lambda x, w: jnp.sum(ref(x, w) * ct), argnums=(0, 1))(x, w)
+    g = jax.jit(jax.grad(lambda x, w: jnp.sum(got(x, w) * ct), argnums=(0, 1)))(x, w)
+    for a, b in zip(g, g_ref, strict=True):
+        assert_close(a, b)
+
+
+def test_auto_picks_the_matmul_path_for_pointwise_convs_on_cpu():
+    assert conv.resolve_impl("auto", "cpu") == "matmul"
+    assert conv.resolve_impl("auto", "gpu") == "xla"
+    assert conv.resolve_impl("auto", "tpu") == "xla"
+    assert jax.default_backend() == "cpu"
+    layer = conv.Conv(8, kernel_size=1, stride=1, impl=conv.resolve_impl("auto"))
+    x = jnp.ones((2, 4, 4, 16))
+    params = layer.init(jax.random.key(0), x)
+    hlo = jax.jit(layer.apply).lower(params, x).as_text()
+    assert "dot_general" in hlo and "convolution" not in hlo
+    layer3 = conv.Conv(8, kernel_size=3, stride=1, impl=conv.resolve_impl("auto"))
+    hlo3 = jax.jit(layer3.apply).lower(layer3.init(jax.random.key(0), x), x).as_text()
+    assert "convolution" in hlo3
+
+
+def test_cpu_compiler_options_keep_dots_and_reductions_on_the_library():
+    assert conv.compiler_options("gpu") == {}
+    opts = conv.compiler_options("cpu")
+    kinds = set(
+        re.findall(r"LIBRARY_FUSION_TYPE_(\w+)", opts["xla_cpu_experimental_ynn_fusion_type"])
+    )
+    assert kinds == {"INDIVIDUAL_DOT", "REDUCE"}
+
+
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("once", [False, True])
+def test_fused_batch_norm_matches_autodiff(residual, relu, once):
+    x = jax.random.normal(jax.random.key(0), (4, 5, 5, 8)) * 2.0 + 1.0
+    scale = jnp.linspace(0.5, 2.0, 8)
+    bias = jnp.linspace(-1.0, 1.0, 8)
+    res = jax.random.normal(jax.random.key(1), x.shape) if residual else None
+    ct = jax.random.normal(jax.random.key(2), x.shape)
+    y, mean, var = norm.bn_act(x, scale, bias, res, 1e-5, relu, once)
+    y_ref, mean_ref, var_ref = norm.bn_act_reference(x, scale, bias, res, 1e-5, relu)
+    assert_close(y, y_ref)
+    np.testing.assert_allclose(mean, np.mean(np.asarray(x), axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, np.var(np.asarray(x), axis=(0, 1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var_ref, var, rtol=1e-5)
+    argnums = (0, 1, 2, 3) if residual else (0, 1, 2)
+
+    def loss(fn, *args):
+        a = list(args) + ([] if residual else [None])
+        return jnp.sum(
+            fn(a[0], a[1], a[2], a[3], 1e-5, relu, *([once] if fn is norm.bn_act else []))[0] * ct
+        )
+
+    args = (x, scale, bias, res) if residual else (x, scale, bias)
+    g = jax.jit(jax.grad(lambda *a: loss(norm.bn_act, *a), argnums=argnums))(*args)
+    g_ref = jax.grad(lambda *a: loss(norm.bn_act_reference, *a), argnums=argnums)(*args)
+    for a, b in zip(g, g_ref, strict=True):
+        assert_close(a, b)
+
+
+def test_materialize_is_the_identity():
+    y = jax.random.normal(jax.random.key(0), (2, 3, 4, 5))
+    np.testing.assert_array_equal(jax.jit(norm.materialize)(y), y)
+
+
+@pytest.mark.parametrize(
+    "conv_impl,bn_impl", [("matmul", "materialize"), ("matmul", "plain"), ("xla", "materialize")]
+)
+def test_model_lowerings_agree_with_the_reference_model(conv_impl, bn_impl):
+    from comdml_jax.train import steps
+
+    ref_model = build_model("tiny", conv_impl="xla", bn_impl="plain")
+    model = build_model("tiny", conv_impl=conv_impl, bn_impl=bn_impl)
+    params, stats = ref_model.init(jax.random.key(0))
+    tx = steps.make_optimizer(0.1)
+    x = jax.random.normal(jax.random.key(1), (8, 32, 32, 3))
+    y = jnp.arange(8) % 10
+    s_ref, l_ref = jax.jit(steps.full_step_fn(ref_model, tx))(
+        steps.init_state(params, stats, tx), x, y
+    )
+    s, loss = jax.jit(steps.full_step_fn(model, tx))(steps.init_state(params, stats, tx), x, y)
+    np.testing.assert_allclose(loss, l_ref, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(s), jax.tree.leaves(s_ref), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
