@@ -35,6 +35,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     from comdml_jax.data.partition import PARTITIONS
     from comdml_jax.methods import METHODS
     from comdml_jax.models.conv import IMPLS
+    from comdml_jax.models.norm import IMPLS as BN_IMPLS
     from comdml_jax.models.resnet import MODELS
     from comdml_jax.system.world import build_system
     from comdml_jax.train.engine import BACKENDS
@@ -52,6 +53,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(c.model.name in MODELS, "model.name", c.model.name, f"choose one of {sorted(MODELS)}")
     _require(
         c.model.conv_impl in IMPLS, "model.conv_impl", c.model.conv_impl, f"choose one of {IMPLS}"
+    )
+    _require(
+        c.model.bn_impl in BN_IMPLS, "model.bn_impl", c.model.bn_impl, f"choose one of {BN_IMPLS}"
     )
     d = c.data
     _require(d.name in DATASETS, "data.name", d.name, f"choose one of {sorted(DATASETS)}")

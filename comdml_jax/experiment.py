@@ -146,7 +146,10 @@ def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) ->
     dataset = dataset_from_config(config.data, seed)
     parts = partition_from_config(config.data, dataset.y_train, config.num_agents, seed)
     model = build_model(
-        config.model.name, num_classes=dataset.num_classes, conv_impl=config.model.conv_impl
+        config.model.name,
+        num_classes=dataset.num_classes,
+        conv_impl=config.model.conv_impl,
+        bn_impl=config.model.bn_impl,
     )
     profile = split.split_profile(config.model.name, config.train.batch_size, dataset.num_classes)
     tx = steps.make_optimizer(config.optim.lr, config.optim.momentum, config.optim.weight_decay)
@@ -178,6 +181,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) ->
 
 
 def initial_state(exp: Experiment) -> RunState:
+    """The state before round 0: the seeded initial model, full learning rate, no time."""
     key = rng.stream(int(exp.config.seed), "init")
     params, stats = exp.model.init(key)
     aux = split.init_all_aux(exp.model, jax.random.fold_in(key, 1 << 20))
@@ -206,17 +210,22 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
     timing = exp.method.price(exp.system, rs, plan, num_batches, exp.profile)
     lr = float(cfg.optim.lr * state.plateau.scale)
     result = exp.engine.train_round(state.model, plan, batches, r, lr)
-    evaluated = (r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds
+    # The plateau schedule only sees the scheduled evaluations: the extra one after a
+    # run's last round is for the report, so a run stopped early and resumed with more
+    # rounds trains exactly like an uninterrupted one.
+    scheduled = (r + 1) % cfg.eval_every == 0
+    evaluated = scheduled or r + 1 == cfg.rounds
     if evaluated:
         test_loss, test_acc = evaluate(
             exp.model, result.model, exp.test_x, exp.test_y, exp.mean, exp.std, cfg.eval_batch_size
         )
+    else:
+        test_loss = test_acc = float("nan")
+    plateau = state.plateau
+    if scheduled:
         _, plateau = plateau_schedule(cfg).update(
             {}, state.plateau, value=jnp.float32(1.0 - test_acc)
         )
-    else:
-        test_loss = test_acc = float("nan")
-        plateau = state.plateau
     sim_time = float(state.sim_time_s) + timing.round_time_s
     best = max(float(state.best_accuracy), test_acc if evaluated else 0.0)
     ttt = float(state.time_to_target_s)
@@ -254,6 +263,37 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         wall_time_s=np.asarray(wall),
     )
     return new, record
+
+
+def save_state(ckpt: Checkpointer, state: RunState) -> None:
+    """Checkpoints ``state`` as step ``state.round`` (the number of rounds done)."""
+    ckpt.save(int(state.round), _to_tree(state))
+
+
+def restore_state(exp: Experiment, ckpt: Checkpointer | None = None) -> RunState | None:
+    """The run state of the latest checkpoint in ``exp.workdir``, or None if there is none.
+
+    Args:
+      exp: the built run.
+      ckpt: an open checkpointer of ``exp.workdir``; default: open (and close) one.
+
+    Returns:
+      The restored :class:`RunState` (``round`` is the next round to run), or None.
+    """
+    own = ckpt is None
+    if own:
+        if not (exp.workdir / "checkpoints").is_dir():
+            return None
+        ckpt = Checkpointer(exp.workdir)
+    try:
+        step = ckpt.latest_step()
+        if step is None:
+            return None
+        like = initial_state(exp)
+        return _from_tree(ckpt.restore(step, _to_tree(like)), like)
+    finally:
+        if own:
+            ckpt.close()
 
 
 def summarize(config, records: list[dict]) -> dict:
@@ -298,14 +338,17 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> d
     Args:
       config: the run config (validated before any work starts).
       workdir: output folder; an existing run there is resumed from its last
-        checkpoint.
+        checkpoint (records of later rounds are dropped from ``metrics.jsonl``),
+        and continues exactly as an uninterrupted run would, also when resumed
+        with a larger ``rounds``. Only a record of the earlier run's last round
+        keeps the extra test evaluation that a run's last round gets.
 
     Returns:
       The summary dict.
     """
     workdir = Path(workdir)
+    exp = build(config, workdir)  # validates the config first: nothing is written before
     workdir.mkdir(parents=True, exist_ok=True)
-    exp = build(config, workdir)
     write_json(workdir / "config.json", config.to_dict())
     counts = class_counts(exp.parts, np.asarray(exp.engine.data.y), exp.model.num_classes)
     write_json(
@@ -314,13 +357,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> d
     if config.plots:
         plot_partition(counts, workdir / "partition.png")
 
-    state = initial_state(exp)
     ckpt = Checkpointer(workdir) if config.checkpoint_every > 0 else None
     writer = JsonlWriter(workdir / "metrics.jsonl")
-    if ckpt is not None and ckpt.latest_step() is not None:
-        step = ckpt.latest_step()
-        state = _from_tree(ckpt.restore(step, _to_tree(state)), state)
-        logging.info("resumed from the checkpoint of round %d in %s", step, workdir)
+    state = restore_state(exp, ckpt) if ckpt is not None else None
+    if state is None:
+        state = initial_state(exp)
+    else:
+        logging.info("resumed from the checkpoint of round %d in %s", int(state.round), workdir)
     writer.truncate(int(state.round))
 
     while int(state.round) < config.rounds:
@@ -338,7 +381,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> d
             record["wall_time_s"],
         )
         if ckpt is not None and ((r + 1) % config.checkpoint_every == 0 or r + 1 == config.rounds):
-            ckpt.save(r + 1, _to_tree(state))
+            save_state(ckpt, state)
 
     records = writer.read()
     summary = summarize(config, records)

@@ -23,10 +23,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def enable_compilation_cache() -> None:
-    """Turns on JAX's persistent compilation cache ($COMDML_JAX_CACHE or ~/.cache)."""
+    """Turns on JAX's persistent compilation cache.
+
+    In ``$COMDML_JAX_CACHE``, else ``$JAX_COMPILATION_CACHE_DIR``, else
+    ``~/.cache/comdml_jax/jax_cache``.
+    """
     import jax
 
-    path = os.environ.get("COMDML_JAX_CACHE", os.path.expanduser("~/.cache/comdml_jax/jax_cache"))
+    path = (
+        os.environ.get("COMDML_JAX_CACHE")
+        or os.environ.get("JAX_COMPILATION_CACHE_DIR")
+        or os.path.expanduser("~/.cache/comdml_jax/jax_cache")
+    )
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 

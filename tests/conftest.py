@@ -10,6 +10,12 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Several tests compile the same programs (e.g. the smoke config run in and out of
+# process): a per-session persistent compilation cache saves them the recompiles.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="comdml_jax_cache_")
 
 import pytest  # noqa: E402
 

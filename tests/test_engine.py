@@ -9,6 +9,7 @@ import pytest
 from comdml_jax.data.agents import make_agent_batches
 from comdml_jax.data.augment import batch_key
 from comdml_jax.models import split
+from comdml_jax.models.conv import compiler_options
 from comdml_jax.models.resnet import build_model
 from comdml_jax.system.timing import RoundPlan
 from comdml_jax.train import aggregate, steps
@@ -105,7 +106,8 @@ def test_data_size_weighting_matches_hand_computation(world):
 
     # Hand computation: train each participant alone with the plain step, then average in numpy.
     tx = steps.make_optimizer(0.05)
-    step = jax.jit(steps.full_step_fn(model, tx))
+    # The same XLA options as the engine's steps, so both compile the same arithmetic.
+    step = jax.jit(steps.full_step_fn(model, tx), compiler_options=compiler_options())
     idx = np.asarray(batches.idx)
     finals, weights = [], []
     for a in np.flatnonzero(plan.participants):

@@ -1,5 +1,7 @@
 """Models, cuts and the split profile (issue 2)."""
 
+import json
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -225,3 +227,24 @@ def test_masked_padded_step_leaves_state_bit_identical(tiny):
     moved, _ = masked(state, jnp.bool_(True), x, y)
     with pytest.raises(AssertionError):
         chex.assert_trees_all_equal(moved, state)
+
+
+def test_profile_cli_json_has_one_object_per_cut(capsys):
+    from comdml_jax.models import profile_cli
+    from comdml_jax.system.split_profile import SplitProfile
+
+    profile_cli.main(["--model", "tiny", "--batch-size", "8", "--json"])
+    rows = json.loads(capsys.readouterr().out)
+    want = split.split_profile("tiny", 8)
+    assert len(rows) == want.num_cuts
+    fields = {"cut", "layers_offloaded", "slow_rel_cost", "fast_rel_cost", "bytes_per_batch"}
+    fields |= {"slow_param_bytes", "fast_param_bytes"}
+    for m, row in enumerate(rows):
+        assert fields <= set(row)
+        assert row["cut"] == m and row["bytes_per_batch"] == want.bytes_per_batch[m]
+    back = SplitProfile.from_json(json.dumps(rows))
+    np.testing.assert_array_equal(back.slow_rel_cost, want.slow_rel_cost)
+    assert back.full_step_flops == want.full_step_flops and back.model_bytes == want.model_bytes
+    profile_cli.main(["--model", "tiny", "--batch-size", "8"])
+    table = capsys.readouterr().out
+    assert len(table.strip().splitlines()) == want.num_cuts + 3  # title, blank, header, rows

@@ -71,25 +71,34 @@ class SplitProfile:
         ]
 
     def to_json(self) -> str:
+        """A JSON array with one object per cut (the ``comdml-profile --json`` format).
+
+        Each object holds the cut's fields of :meth:`rows` plus the model-level
+        ``model``, ``batch_size``, ``full_step_flops`` and ``model_bytes``, so the
+        array alone rebuilds the profile (:meth:`from_json`).
+        """
         meta = {
             "model": self.model,
             "batch_size": self.batch_size,
             "full_step_flops": self.full_step_flops,
             "model_bytes": self.model_bytes,
         }
-        return json.dumps({**meta, "cuts": self.rows()})
+        return json.dumps([{**row, **meta} for row in self.rows()])
 
     @classmethod
     def from_json(cls, text: str) -> SplitProfile:
-        d = json.loads(text)
-        rows = d["cuts"]
+        """Parses :meth:`to_json`'s output."""
+        rows = json.loads(text)
+        if not isinstance(rows, list) or not rows:
+            raise ValueError("a split profile JSON is a non-empty array of per-cut objects")
 
         def col(k, dtype):
             return np.asarray([r[k] for r in rows], dtype=dtype)
 
+        first = rows[0]
         return cls(
-            model=d["model"],
-            batch_size=int(d["batch_size"]),
+            model=first["model"],
+            batch_size=int(first["batch_size"]),
             cuts=col("cut", np.int64),
             layers_offloaded=col("layers_offloaded", np.int64),
             slow_rel_cost=col("slow_rel_cost", np.float64),
@@ -97,6 +106,6 @@ class SplitProfile:
             bytes_per_batch=col("bytes_per_batch", np.int64),
             slow_param_bytes=col("slow_param_bytes", np.int64),
             fast_param_bytes=col("fast_param_bytes", np.int64),
-            full_step_flops=float(d["full_step_flops"]),
-            model_bytes=int(d["model_bytes"]),
+            full_step_flops=float(first["full_step_flops"]),
+            model_bytes=int(first["model_bytes"]),
         )

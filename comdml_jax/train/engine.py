@@ -30,9 +30,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
 
+from comdml_jax import rng
 from comdml_jax.data.agents import AgentBatches
 from comdml_jax.data.augment import augment, batch_key
 from comdml_jax.models import split
@@ -184,7 +185,8 @@ class Engine:
         self.data = data
         self.backend = resolve_backend(backend)
         self.mesh = mesh
-        self.key = jax.random.fold_in(jax.random.key(seed), 0xA06)  # augmentation stream
+        self.home = SingleDeviceSharding(mesh.devices.flat[0])
+        self.key = rng.stream(seed, "augment")
         self.steps = steps.StepCache(model, tx)
         self._loop_steps: dict[tuple[str, int], Callable] = {}
         self._vmap_epochs: dict[tuple[str, int], Callable] = {}
@@ -328,6 +330,10 @@ class Engine:
           Every participant's model after its local epoch, stacked.
         """
         run = self._run_loop if self.backend == "loop" else self._run_vmap
+        # Every round starts from one placement of the global model, whatever it was (fresh
+        # init, restored checkpoint, or replicated over the mesh by the aggregation);
+        # otherwise every cached step compiles again for the new input shardings.
+        g = jax.device_put(g, self.home)
         lr = jnp.float32(lr)
         models, order, aux = [], [], {}
         losses = np.full(len(plan.participants), np.nan)
@@ -367,7 +373,9 @@ class Engine:
         aux = dict(g.aux)
         for m, (heads, who) in agents.aux.items():
             aux[split.aux_key(m)] = aggregate.weighted_average(heads, sizes[list(who)], self.mesh)
-        return GlobalModel(params, stats, aux)
+        # The average comes back replicated over the mesh; training and evaluation
+        # run on one device (the vmap backend shards its own inputs).
+        return jax.device_put(GlobalModel(params, stats, aux), self.home)
 
     def train_round(
         self, g: GlobalModel, plan: RoundPlan, batches: AgentBatches, round_: int, lr: float

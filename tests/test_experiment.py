@@ -1,0 +1,407 @@
+"""End-to-end runs of the smoke config: outputs, timing, determinism, resume, validation (issue 5).
+
+The expensive runs are module-scoped fixtures shared by several tests: one
+uninterrupted 2-round run, one run stopped after round 1 and resumed, one CLI
+run in a subprocess, and the two equal-speed experiments (ComDML, AllReduce).
+"""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import chex
+import numpy as np
+import pytest
+
+from comdml_jax import experiment
+from comdml_jax.checkpoint import Checkpointer
+from comdml_jax.config_check import ConfigError, validate_config
+from comdml_jax.data.datasets import DatasetNotFoundError
+from configs import smoke, table2
+
+REPO = Path(__file__).resolve().parents[1]
+K = 5  # agents in the smoke config
+RECORD_KEYS = {
+    "round",
+    "method",
+    "sim_time_s",
+    "round_time_s",
+    "allreduce_time_s",
+    "test_accuracy",
+    "test_loss",
+    "train_loss",
+    "pairs",
+    "compute_s",
+    "comm_s",
+    "idle_s",
+    "wall_time_s",
+}
+SUMMARY_KEYS = {
+    "method",
+    "rounds",
+    "final_test_accuracy",
+    "best_test_accuracy",
+    "target_accuracy",
+    "time_to_target_s",
+    "sim_time_s",
+    "wall_time_s",
+}
+PLOTS = ("accuracy_vs_time.png", "timeline_last_round.png", "partition.png")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def smoke_config(data_dir: str, **overrides):
+    """The smoke config on the test data, with dotted-name overrides."""
+    c = smoke.get_config()
+    c.data.data_dir = data_dir
+    c.update_from_flattened_dict(overrides)
+    return c
+
+
+def read_records(workdir: Path) -> list[dict]:
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(ln) for ln in lines if ln.strip()]
+
+
+def without_wall_time(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
+
+
+def final_state(config, workdir: Path) -> experiment.RunState:
+    state = experiment.restore_state(experiment.build(config, workdir))
+    assert state is not None, f"no checkpoint in {workdir}"
+    return state
+
+
+# ------------------------------------------------------------------ shared runs
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cifar10_dir, tmp_path_factory):
+    """The smoke config run for its 2 rounds in one go."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    config = smoke_config(cifar10_dir)
+    summary = experiment.run(config, workdir)
+    return SimpleNamespace(
+        config=config, workdir=workdir, summary=summary, records=read_records(workdir)
+    )
+
+
+@pytest.fixture(scope="module")
+def resumed(cifar10_dir, tmp_path_factory):
+    """The smoke config stopped after round 1, then continued to round 2 in the same workdir.
+
+    The stop leaves an extra metrics line for round 1, as a crash between writing a
+    round's metrics and saving its checkpoint would.
+    """
+    workdir = tmp_path_factory.mktemp("resumed")
+    experiment.run(smoke_config(cifar10_dir, rounds=1), workdir)
+    ckpt = Checkpointer(workdir)
+    stopped_step = ckpt.latest_step()
+    ckpt.close()
+    stopped_records = read_records(workdir)
+    # A crash after writing a round's metrics line but before its checkpoint leaves a
+    # record that the resumed run must drop.
+    with (workdir / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"round": 1, "written_after_the_last_checkpoint": True}) + "\n")
+    config = smoke_config(cifar10_dir)
+    summary = experiment.run(config, workdir)
+    return SimpleNamespace(
+        config=config,
+        workdir=workdir,
+        summary=summary,
+        records=read_records(workdir),
+        stopped_step=stopped_step,
+        stopped_records=stopped_records,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_run(cifar10_dir, tmp_path_factory):
+    """``python -m experiments.run`` on the smoke config in a fresh process."""
+    workdir = tmp_path_factory.mktemp("cli") / "run"
+    env = dict(os.environ, COMDML_JAX_CACHE=str(tmp_path_factory.mktemp("jax_cache")))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "--config=configs/smoke.py",
+            f"--workdir={workdir}",
+            f"--config.data.data_dir={cifar10_dir}",
+            "--config.target_accuracy=0.05",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return SimpleNamespace(workdir=workdir, records=read_records(workdir))
+
+
+@pytest.fixture(scope="module")
+def equal_speed(cifar10_dir, tmp_path_factory):
+    """ComDML and AllReduce built on agents of equal speed (same CPUs, links, data sizes)."""
+    equal = {"system.cpu": (1.0,) * K, "system.bandwidth_mbps": (50.0,) * K}
+    return {
+        method: experiment.build(
+            smoke_config(cifar10_dir, method=method, **equal), tmp_path_factory.mktemp(method)
+        )
+        for method in ("comdml", "allreduce")
+    }
+
+
+# ------------------------------------------------------------------ metrics and summary
+
+
+def test_metrics_records_have_the_required_fields(uninterrupted):
+    records = uninterrupted.records
+    assert [r["round"] for r in records] == [0, 1]
+    for r in records:
+        assert RECORD_KEYS <= r.keys()
+        assert r["method"] == "comdml"
+        for key in ("compute_s", "comm_s", "idle_s"):
+            assert len(r[key]) == K and all(v >= 0 for v in r[key])
+        for pair in r["pairs"]:
+            slow, fast, cut = pair
+            assert all(isinstance(v, int) for v in pair)
+            assert slow != fast and 0 <= slow < K and 0 <= fast < K and cut >= 1
+        assert 0.0 <= r["test_accuracy"] <= 1.0
+        assert np.isfinite(r["test_loss"]) and np.isfinite(r["train_loss"])
+
+
+def test_smoke_agents_really_offload(uninterrupted):
+    """The heterogeneous smoke setting pairs agents, so the other checks cover offloading."""
+    for r in uninterrupted.records:
+        assert r["pairs"], "the smoke config should pair its slow agents"
+        assert r["round_time_s"] < r["alone_round_time_s"]
+        for slow, fast, _ in r["pairs"]:
+            assert r["comm_s"][fast] > 0 and r["comm_s"][slow] == 0
+            assert r["compute_s"][slow] < r["compute_s"][fast]
+
+
+def test_round_time_is_the_slowest_agent_plus_the_allreduce(uninterrupted):
+    sim = 0.0
+    for r in uninterrupted.records:
+        tau = np.add(r["compute_s"], r["comm_s"])
+        # Every smoke agent is connected, so every agent takes part.
+        assert r["num_participants"] == K
+        assert r["round_time_s"] == pytest.approx(tau.max() + r["allreduce_time_s"], rel=1e-12)
+        assert r["allreduce_time_s"] > 0
+        np.testing.assert_allclose(r["idle_s"], tau.max() - tau, rtol=0, atol=1e-12)
+        sim += r["round_time_s"]
+        assert r["sim_time_s"] == pytest.approx(sim, rel=1e-12)
+
+
+def test_summary_matches_the_metrics(uninterrupted):
+    records, summary = uninterrupted.records, uninterrupted.summary
+    on_disk = json.loads((uninterrupted.workdir / "summary.json").read_text())
+    assert on_disk == summary
+    assert set(summary) == SUMMARY_KEYS
+    accs = [r["test_accuracy"] for r in records]
+    assert summary["method"] == "comdml"
+    assert summary["rounds"] == len(records) == uninterrupted.config.rounds
+    assert summary["final_test_accuracy"] == accs[-1]
+    assert summary["best_test_accuracy"] == max(accs) >= summary["final_test_accuracy"]
+    assert summary["target_accuracy"] == uninterrupted.config.target_accuracy
+    assert summary["sim_time_s"] == records[-1]["sim_time_s"]
+    assert summary["wall_time_s"] == records[-1]["wall_time_s"] > 0
+    target = uninterrupted.config.target_accuracy
+    reached = [r["sim_time_s"] for r in records if r["test_accuracy"] >= target]
+    assert summary["time_to_target_s"] == (reached[0] if reached else None)
+
+
+# ------------------------------------------------------------------ methods
+
+
+def test_equal_speeds_make_comdml_train_and_cost_exactly_like_allreduce(equal_speed):
+    states = {m: experiment.initial_state(exp) for m, exp in equal_speed.items()}
+    for _ in range(2):
+        records = {}
+        for method, exp in equal_speed.items():
+            states[method], records[method] = experiment.run_round(exp, states[method])
+        comdml, allreduce = records["comdml"], records["allreduce"]
+        assert comdml["pairs"] == [] and comdml["method"] == "comdml"
+        assert allreduce["method"] == "allreduce"
+        for key in comdml.keys() - {"method", "wall_time_s"}:
+            np.testing.assert_equal(comdml[key], allreduce[key], err_msg=key)
+    chex.assert_trees_all_equal(states["comdml"].model, states["allreduce"].model)
+    assert float(states["comdml"].sim_time_s) == float(states["allreduce"].sim_time_s) > 0
+
+
+def test_final_round_evaluation_does_not_feed_the_plateau_schedule(equal_speed):
+    """A run stopped early keeps the lr schedule of the longer run it resumes into."""
+    exp = equal_speed["comdml"]
+    start = experiment.initial_state(exp)
+    out = {}
+    for rounds in (1, 2):
+        config = exp.config.copy_and_resolve_references()
+        config.update_from_flattened_dict({"rounds": rounds, "eval_every": 2})
+        out[rounds] = experiment.run_round(dataclasses.replace(exp, config=config), start)
+    (short, short_record), (long, long_record) = out[1], out[2]
+    assert np.isfinite(short_record["test_accuracy"])  # the short run's last round: evaluated
+    assert np.isnan(long_record["test_accuracy"])  # round 0 of 2 with eval_every=2: not
+    chex.assert_trees_all_equal(short.plateau, long.plateau, start.plateau)
+    chex.assert_trees_all_equal(short.model, long.model)
+
+
+# ------------------------------------------------------------------ determinism and resume
+
+
+def test_checkpoint_restores_the_exact_run_state(equal_speed):
+    exp = equal_speed["comdml"]
+    assert experiment.restore_state(exp) is None  # nothing saved yet
+    state, _ = experiment.run_round(exp, experiment.initial_state(exp))
+    assert np.isfinite(float(state.plateau.best_value))  # the plateau saw round 0
+    ckpt = Checkpointer(exp.workdir)
+    experiment.save_state(ckpt, state)
+    ckpt.close()
+    restored = experiment.restore_state(exp)
+    assert type(restored.plateau) is type(state.plateau)
+    chex.assert_trees_all_equal(restored, state)
+
+
+def test_same_seed_in_another_process_writes_identical_metrics(uninterrupted, cli_run):
+    assert without_wall_time(cli_run.records) == without_wall_time(uninterrupted.records)
+
+
+def test_resume_after_round_1_matches_the_uninterrupted_run(uninterrupted, resumed):
+    assert resumed.stopped_step == 1 and len(resumed.stopped_records) == 1
+    assert without_wall_time(resumed.records) == without_wall_time(uninterrupted.records)
+    assert resumed.summary.keys() == uninterrupted.summary.keys()
+    for key in uninterrupted.summary.keys() - {"wall_time_s"}:
+        assert resumed.summary[key] == uninterrupted.summary[key], key
+    want = final_state(uninterrupted.config, uninterrupted.workdir)
+    got = final_state(resumed.config, resumed.workdir)
+    assert int(got.round) == int(want.round) == 2
+    chex.assert_trees_all_equal(got._replace(wall_time_s=0.0), want._replace(wall_time_s=0.0))
+
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"train.batch_size": 0}, "train.batch_size"),
+        ({"method": "nope"}, "method"),
+        ({"participation": 1.5}, "participation"),
+        ({"system.topology.kind": "edges", "system.topology.edges": ((0, 9),)}, "topology.edges"),
+        ({"model.bn_impl": "fused"}, "model.bn_impl"),
+    ],
+)
+def test_bad_config_fails_before_any_work(overrides, field, tmp_path, monkeypatch):
+    def no_data(*args, **kwargs):
+        raise AssertionError("the dataset was loaded before the config was validated")
+
+    monkeypatch.setattr(experiment, "dataset_from_config", no_data)
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        experiment.run(smoke_config("/nonexistent", **overrides), workdir)
+    assert not workdir.exists()
+
+
+def test_missing_data_dir_names_the_path(tmp_path):
+    missing = tmp_path / "no_data_here"
+    workdir = tmp_path / "run"
+    with pytest.raises(DatasetNotFoundError) as err:
+        experiment.run(smoke_config(str(missing)), workdir)
+    assert str(missing) in str(err.value) and err.value.path.startswith(str(missing))
+    assert not workdir.exists()
+
+
+def test_cli_rejects_a_bad_value_before_any_work(tmp_path):
+    workdir = tmp_path / "run"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            "--config=configs/smoke.py",
+            f"--workdir={workdir}",
+            "--config.data.data_dir=/nonexistent",
+            "--config.train.batch_size=0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "ConfigError" in proc.stderr and "--config.train.batch_size=0" in proc.stderr
+    assert not workdir.exists()
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def test_cli_writes_every_output(cli_run):
+    wd = cli_run.workdir
+    config = json.loads((wd / "config.json").read_text())
+    assert config["target_accuracy"] == 0.05  # the override round-trips
+    assert config["model"]["name"] == "tiny" and config["num_agents"] == K
+    assert config["system"]["cpu"] == list(smoke.get_config().system.cpu)
+
+    records = cli_run.records
+    assert [r["round"] for r in records] == [0, 1] and all(RECORD_KEYS <= r.keys() for r in records)
+    summary = json.loads((wd / "summary.json").read_text())
+    assert summary["rounds"] == 2 and summary["sim_time_s"] == records[-1]["sim_time_s"]
+    assert summary["final_test_accuracy"] == records[-1]["test_accuracy"]
+    # A stratified 200-image test set: even a constant prediction scores 10% >= 5%.
+    assert summary["time_to_target_s"] == records[0]["sim_time_s"]
+
+    partition = json.loads((wd / "partition.json").read_text())
+    counts = np.asarray(partition["class_counts"])
+    assert counts.shape == (K, 10) and counts.sum() == 300
+    assert np.all(counts.sum(1) == 60)  # IID: 300 images over 5 agents
+    assert 0.0 <= partition["label_skew"] < 1.0
+
+    for name in PLOTS:
+        data = (wd / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000, name
+    ckpt = Checkpointer(wd)
+    assert ckpt.latest_step() == 2
+    ckpt.close()
+
+
+# ------------------------------------------------------------------ configs
+
+
+def test_smoke_config_is_valid_and_small():
+    c = smoke.get_config()
+    validate_config(c)
+    assert c.model.name == "tiny" and c.rounds == 2 and 4 <= c.num_agents <= 5
+    assert len(set(c.system.cpu)) == c.num_agents  # heterogeneous
+
+
+@pytest.mark.parametrize(
+    "arg, name, partition, target",
+    [
+        ("cifar10,iid", "cifar10", "iid", 0.90),
+        ("cifar10,noniid", "cifar10", "dirichlet", 0.85),
+        ("cifar100,iid", "cifar100", "iid", 0.65),
+        ("cifar100,noniid", "cifar100", "dirichlet", 0.60),
+        ("cinic10,iid", "cinic10", "iid", 0.75),
+        ("cinic10,noniid", "cinic10", "dirichlet", 0.65),
+    ],
+)
+def test_table2_config_selects_the_paper_setting(arg, name, partition, target):
+    c = table2.get_config(arg)
+    validate_config(c)
+    assert (c.data.name, c.data.partition, c.target_accuracy) == (name, partition, target)
+    assert c.num_agents == 10 and c.model.name == "resnet56" and c.train.batch_size == 100
+    assert (c.optim.lr, c.optim.momentum, c.optim.plateau_factor) == (0.001, 0.9, 0.2)
+    assert c.data.alpha == 0.5 and c.system.dynamics_rounds == (100,)
+    assert c.system.dynamics_fraction == 0.2 and c.rounds > 100
+
+
+@pytest.mark.parametrize("arg", ["mnist,iid", "cifar10", "cifar10,dirichlet", "cifar10,iid,x"])
+def test_table2_config_rejects_a_bad_argument(arg):
+    with pytest.raises(ValueError, match="cifar10, cifar100, cinic10.*iid, noniid"):
+        table2.get_config(arg)
