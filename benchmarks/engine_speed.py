@@ -36,9 +36,9 @@ def main():
     p.add_argument("--repeats", type=int, default=2, help="timed rounds per backend")
     args = p.parse_args()
 
-    from comdml_jax.host_memory import tune_host_allocator
+    from comdml_jax.host_memory import reexec_with_tunables
 
-    tune_host_allocator()
+    reexec_with_tunables()  # as the CLI does: glibc tunables for XLA's scratch buffers
     import jax
     import jax.numpy as jnp
 

@@ -9,7 +9,7 @@ not compete), the training samples/s of
   ``pair`` step: slow side + aux head, then the fast side on the detached
   activations) with this package's default lowering for the platform;
 * the same with the reference lowering (``lax.conv`` everywhere, no XLA:CPU
-  options, glibc's default allocator): the "before";
+  options, glibc's default allocator settings): the "before";
 * the same model and steps in PyTorch (SGD with momentum), NCHW and
   channels-last; the faster of the two is the reference;
 
@@ -28,13 +28,10 @@ import numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, run_json, time_calls  # noqa: E402
+from comdml_jax.host_memory import tuned_env  # noqa: E402
 
 
 def child_jax(args) -> dict:
-    if args.tune_malloc:
-        from comdml_jax.host_memory import tune_host_allocator
-
-        tune_host_allocator()
     import jax
     import jax.numpy as jnp
 
@@ -51,7 +48,9 @@ def child_jax(args) -> dict:
     b = args.batch
     x = jax.random.normal(jax.random.key(1), (b, 32, 32, 3))
     y = jnp.arange(b, dtype=jnp.int32) % 10
-    out = {"lowering": args.lowering, "tune_malloc": bool(args.tune_malloc)}
+    import os
+
+    out = {"lowering": args.lowering, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
     fresh = lambda t: jax.tree.map(jnp.copy, t)  # the steps donate their state
     box = [steps.init_state(fresh(params), fresh(stats), tx)]
@@ -146,7 +145,6 @@ def main():
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--child", choices=["jax", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--lowering", default="auto", help=argparse.SUPPRESS)
-    p.add_argument("--tune_malloc", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--layout", default="nchw", help=argparse.SUPPRESS)
     p.add_argument("--skip_reference_lowering", action="store_true")
     args = p.parse_args()
@@ -160,10 +158,13 @@ def main():
     common = ["benchmarks/step_speed.py", f"--model={args.model}", f"--batch={args.batch}"]
     common += [f"--cut={args.cut}", f"--repeats={args.repeats}"]
     runs = {}
-    runs["jax"] = run_json([*common, "--child=jax"])
+    # This package's CLI runs with glibc tunables for XLA's scratch buffers
+    # (comdml_jax.host_memory); the reference lowering runs without them.
+    runs["jax"] = run_json([*common, "--child=jax"], env=tuned_env())
     if not args.skip_reference_lowering:
+        plain = {"COMDML_TUNE_MALLOC": "0"}
         runs["jax_reference"] = run_json(
-            [*common, "--child=jax", "--lowering=reference", "--tune_malloc=0"]
+            [*common, "--child=jax", "--lowering=reference"], env=plain
         )
     for layout in ("nchw", "channels_last"):
         try:

@@ -48,9 +48,9 @@ class _DropLibraryChatter(logging_std.Filter):
 
 def main(argv):
     del argv
-    from comdml_jax.host_memory import tune_host_allocator
+    from comdml_jax.host_memory import reexec_with_tunables
 
-    tune_host_allocator()  # before JAX starts its threads
+    reexec_with_tunables()  # glibc tunables for XLA's scratch buffers; before JAX starts
     enable_compilation_cache()
     logging.get_absl_handler().addFilter(_DropLibraryChatter())
     from comdml_jax.experiment import run
