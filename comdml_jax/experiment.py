@@ -24,7 +24,7 @@ from absl import logging
 from comdml_jax import rng
 from comdml_jax.checkpoint import Checkpointer
 from comdml_jax.config_check import validate_config
-from comdml_jax.data.agents import AgentBatches, make_agent_batches
+from comdml_jax.data.agents import make_epoch_batches
 from comdml_jax.data.datasets import dataset_from_config
 from comdml_jax.data.partition import (
     class_counts,
@@ -99,23 +99,6 @@ def plateau_schedule(config: ml_collections.ConfigDict):
         rtol=0.0,
         atol=1e-4,
         min_scale=o.min_lr / o.lr,
-    )
-
-
-def epoch_batches(parts, batch_size: int, seed: int, round_: int, epochs: int) -> AgentBatches:
-    """The batches of ``epochs`` local epochs, each reshuffled, concatenated per agent."""
-    key = rng.stream(seed, "shuffle")
-    eps = [
-        make_agent_batches(parts, batch_size, jax.random.fold_in(key, e), round_)
-        for e in range(epochs)
-    ]
-    if epochs == 1:
-        return eps[0]
-    return AgentBatches(
-        idx=jnp.concatenate([b.idx for b in eps], axis=1),
-        mask=jnp.concatenate([b.mask for b in eps], axis=1),
-        num_batches=sum(b.num_batches for b in eps),
-        num_samples=eps[0].num_samples,
     )
 
 
@@ -202,8 +185,12 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
     r = int(state.round)
     t0 = time.perf_counter()
     rs = exp.system.round_state(r)
-    batches = epoch_batches(
-        exp.parts, cfg.train.batch_size, int(cfg.seed), r, cfg.train.local_epochs
+    batches = make_epoch_batches(
+        exp.parts,
+        cfg.train.batch_size,
+        rng.stream(int(cfg.seed), "shuffle"),
+        r,
+        cfg.train.local_epochs,
     )
     num_batches = np.asarray(batches.num_batches)
     plan = exp.method.plan(exp.system, rs, num_batches, exp.profile)

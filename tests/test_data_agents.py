@@ -116,3 +116,27 @@ def test_pad_agents_to_a_device_multiple():
     assert pad_agents(batches, 3) is batches
     assert pad_agents(batches, 1) is batches
     assert pad_agents(batches, 2).num_agents == 4
+
+
+def test_several_epochs_are_packed_at_the_front_and_each_covers_the_agent():
+    from comdml_jax.data.agents import make_epoch_batches
+
+    parts = [np.arange(0, 7), np.arange(7, 10), np.arange(10, 22)]
+    key = jax.random.key(5)
+    got = make_epoch_batches(parts, 4, key, round_=3, epochs=2)
+    one = [make_agent_batches(parts, 4, jax.random.fold_in(key, e), 3) for e in range(2)]
+    nb = np.asarray(one[0].num_batches)  # ceil(7/4)=2, ceil(3/4)=1, ceil(12/4)=3
+    np.testing.assert_array_equal(nb, [2, 1, 3])
+    np.testing.assert_array_equal(got.num_batches, 2 * nb)
+    idx, mask = np.asarray(got.idx), np.asarray(got.mask)
+    for a, part in enumerate(parts):
+        real = 2 * nb[a]
+        assert mask[a, :real].all() and not mask[a, real:].any()
+        for e in range(2):
+            rows = idx[a, e * nb[a] : (e + 1) * nb[a]]
+            np.testing.assert_array_equal(rows, np.asarray(one[e].idx)[a, : nb[a]])
+            assert set(rows.ravel()) == set(part)  # each epoch sees every sample
+    single = make_epoch_batches(parts, 4, key, round_=3, epochs=1)
+    np.testing.assert_array_equal(
+        single.idx, make_agent_batches(parts, 4, jax.random.fold_in(key, 0), 3).idx
+    )

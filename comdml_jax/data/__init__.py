@@ -4,7 +4,7 @@ The function ``augment`` is not re-exported here: it would shadow the submodule
 ``comdml_jax.data.augment``. Use ``from comdml_jax.data.augment import augment``.
 """
 
-from comdml_jax.data.agents import AgentBatches, make_agent_batches, pad_agents
+from comdml_jax.data.agents import AgentBatches, make_agent_batches, make_epoch_batches, pad_agents
 from comdml_jax.data.augment import (
     AugParams,
     apply_params,
@@ -50,6 +50,7 @@ __all__ = [
     "label_skew",
     "load_dataset",
     "make_agent_batches",
+    "make_epoch_batches",
     "normalize",
     "pad_agents",
     "partition_from_config",

@@ -118,6 +118,48 @@ def make_agent_batches(
     )
 
 
+def make_epoch_batches(
+    parts: Sequence[np.ndarray], batch_size: int, key: PRNGKey, round_: int, epochs: int
+) -> AgentBatches:
+    """``epochs`` local epochs, each reshuffled, with every agent's real batches first.
+
+    Epoch e uses :func:`make_agent_batches` with ``fold_in(key, e)``; agent k's
+    batches of all epochs are packed at the front of its row, so
+    ``idx[k, :num_batches[k]]`` are its E * Ñ_k real batches in order and the
+    rest is padding, as for a single epoch.
+
+    Args:
+      parts: K arrays of training-set indices (a partition).
+      batch_size: B.
+      key: the run's shuffle key.
+      round_: the round r.
+      epochs: local epochs per round (>= 1).
+
+    Returns:
+      The round's batches.
+    """
+    if epochs < 1:
+        raise ValueError(f"train.local_epochs must be >= 1, got {epochs}")
+    eps = [
+        make_agent_batches(parts, batch_size, jax.random.fold_in(key, e), round_)
+        for e in range(epochs)
+    ]
+    if epochs == 1:
+        return eps[0]
+    nb = np.asarray(eps[0].num_batches)
+    k, width, b = eps[0].idx.shape
+    idx = np.zeros((k, epochs * width, b), np.int32)
+    for e, batches in enumerate(eps):
+        src = np.asarray(batches.idx)
+        for a in range(k):
+            idx[a, e * nb[a] : (e + 1) * nb[a]] = src[a, : nb[a]]
+    total = epochs * nb
+    mask = np.arange(epochs * width)[None, :] < total[:, None]
+    return AgentBatches(
+        jnp.asarray(idx), jnp.asarray(mask), jnp.asarray(total, jnp.int32), eps[0].num_samples
+    )
+
+
 def pad_agents(batches: AgentBatches, multiple: int) -> AgentBatches:
     """Pads the agent axis to a multiple of ``multiple`` with fully masked agents.
 
