@@ -35,7 +35,7 @@ from comdml_jax.data.partition import (
 from comdml_jax.methods import get_method
 from comdml_jax.models import split
 from comdml_jax.models.resnet import build_model
-from comdml_jax.report import plots
+from comdml_jax.report import plots, tables
 from comdml_jax.report.writers import JsonlWriter, write_json
 from comdml_jax.system.world import build_system
 from comdml_jax.train import aggregate, steps
@@ -286,21 +286,13 @@ def restore_state(exp: Experiment, ckpt: Checkpointer | None = None) -> RunState
 def summarize(config, records: list[dict]) -> dict:
     """``summary.json`` from the metrics records."""
     accs = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
-    ttt = next(
-        (
-            r["sim_time_s"]
-            for r in records
-            if (r.get("test_accuracy") or 0.0) >= config.target_accuracy
-        ),
-        None,
-    )
     return {
         "method": config.method,
         "rounds": len(records),
         "final_test_accuracy": accs[-1] if accs else None,
         "best_test_accuracy": max(accs) if accs else None,
         "target_accuracy": config.target_accuracy,
-        "time_to_target_s": ttt,
+        "time_to_target_s": tables.time_to_target(records, config.target_accuracy),
         "sim_time_s": records[-1]["sim_time_s"] if records else 0.0,
         "wall_time_s": records[-1]["wall_time_s"] if records else 0.0,
     }

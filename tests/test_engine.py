@@ -41,6 +41,14 @@ def _engine(model, data, backend, devices=None):
     return Engine(model, tx, data, backend, aggregate.make_mesh(devices), seed=0)
 
 
+def _weighted_mean(trees, weights):
+    """Σ w_i t_i / Σ w_i in float64 numpy: the hand computation of the aggregation."""
+    w = np.asarray(weights, np.float64) / np.sum(weights)
+    return jax.tree.map(
+        lambda *xs: sum(wi * np.asarray(x, np.float64) for wi, x in zip(w, xs, strict=True)), *trees
+    )
+
+
 # Agent 0 offloads to 2 at cut 2, agent 1 to 3 at cut 5, agent 4 sits out.
 PLAN = RoundPlan(
     participants=np.array([True, True, True, True, False]),
@@ -118,11 +126,7 @@ def test_data_size_weighting_matches_hand_computation(world):
             state, _ = step(state, x, y)
         finals.append((state.params, state.batch_stats))
         weights.append(SIZES[a])
-    w = np.asarray(weights, np.float64) / sum(weights)
-    want = jax.tree.map(
-        lambda *xs: sum(wi * np.asarray(x, np.float64) for wi, x in zip(w, xs, strict=True)),
-        *finals,
-    )
+    want = _weighted_mean(finals, weights)
     chex.assert_trees_all_close(
         (result.model.params, result.model.batch_stats), want, atol=1e-5, rtol=1e-5
     )
@@ -155,11 +159,7 @@ def test_loop_backend_trains_every_real_batch_of_every_epoch(world):
             state, _ = step(state, data.x, data.y, idx[a, b], np.array([5, a, b], np.int32))
         finals.append((state.params, state.batch_stats))
         weights.append(SIZES[a])
-    w = np.asarray(weights, np.float64) / sum(weights)
-    want = jax.tree.map(
-        lambda *xs: sum(wi * np.asarray(x, np.float64) for wi, x in zip(w, xs, strict=True)),
-        *finals,
-    )
+    want = _weighted_mean(finals, weights)
     chex.assert_trees_all_close(
         (result.model.params, result.model.batch_stats), want, atol=1e-6, rtol=1e-6
     )

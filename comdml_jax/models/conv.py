@@ -13,10 +13,13 @@ numerically equal to ``lax.conv_general_dilated``:
 
 ``auto`` resolves to ``matmul`` on CPU and ``xla`` elsewhere. The resolution is
 static, taken when the model is built, so a compiled step never branches.
+:func:`compiler_options` holds the per-platform XLA options that go with it.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
@@ -25,7 +28,6 @@ from jax import lax
 
 Array = jax.Array
 Padding = Sequence[tuple[int, int]]
-ConvFn = Callable[[Array, Array, int, Padding], Array]
 
 IMPLS = ("auto", "xla", "matmul")
 
@@ -97,22 +99,36 @@ def conv_1x1_matmul(x: Array, kernel: Array, stride: int) -> Array:
     return _pointwise(x, kernel[0, 0])
 
 
+CPU_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+    )
+}
+
+
 def compiler_options(platform: str | None = None) -> dict[str, str]:
     """XLA options for the training programs on ``platform`` (measured, issue 6).
 
     On CPU, XLA's library fusions send the convolutions' weight gradients to
     YNNPACK by default, which runs them 2x slower than XLA's own (Eigen)
-    convolution; dots and reductions stay on YNNPACK, where they are fastest.
-    Elsewhere: no options.
+    convolution; dots and reductions stay on YNNPACK, where they are fastest
+    (:data:`CPU_OPTIONS`). Elsewhere, or with an XLA that no longer knows the
+    option: no options.
     """
     platform = platform or jax.default_backend()
-    if platform != "cpu":
+    if platform != "cpu" or not _cpu_options_supported():
         return {}
-    return {
-        "xla_cpu_experimental_ynn_fusion_type": (
-            "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
-        )
-    }
+    return dict(CPU_OPTIONS)
+
+
+@functools.cache
+def _cpu_options_supported() -> bool:
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=CPU_OPTIONS).lower(1.0).compile()
+        return True
+    except Exception as e:  # an XLA without this experimental option
+        logging.getLogger(__name__).warning("XLA:CPU options %s not applied: %s", CPU_OPTIONS, e)
+        return False
 
 
 def conv2d(x: Array, kernel: Array, stride: int, padding: Padding, impl: str) -> Array:
