@@ -69,7 +69,18 @@ def plot_round_timeline(record: dict, path: str | os.PathLike[str]) -> None:
     ax.barh(y, idle, left=compute + comm, color="lightgrey", label="idle")
     ar = float(record.get("allreduce_time_s") or 0.0)
     end = float(np.max(compute + comm + idle)) if k else 0.0
-    ax.barh(y, np.full(k, ar), left=end, color="tab:green", label="AllReduce")
+    took_part = (compute + comm) > 0
+    ax.barh(
+        y[took_part],
+        np.full(int(took_part.sum()), ar),
+        left=end,
+        color="tab:green",
+        label="AllReduce",
+    )
+    for i in np.flatnonzero(~took_part):
+        ax.annotate(
+            "sat out", (0, i), xytext=(3, -3), textcoords="offset points", fontsize=7, color="grey"
+        )
     for slow, fast, cut in record.get("pairs", []):
         ax.annotate(
             f"→{fast} (cut {cut})",
