@@ -120,26 +120,26 @@ def resumed(cifar10_dir, tmp_path_factory):
     )
 
 
-@pytest.fixture(scope="module")
-def cli_run(cifar10_dir, tmp_path_factory):
+def run_cli(workdir, *overrides, env=None):
     """``python -m experiments.run`` on the smoke config in a fresh process."""
-    workdir = tmp_path_factory.mktemp("cli") / "run"
-    env = dict(os.environ, COMDML_JAX_CACHE=str(tmp_path_factory.mktemp("jax_cache")))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.run",
-            "--config=configs/smoke.py",
-            f"--workdir={workdir}",
-            f"--config.data.data_dir={cifar10_dir}",
-            "--config.target_accuracy=0.05",
-        ],
+    cmd = [sys.executable, "-m", "experiments.run", "--config=configs/smoke.py"]
+    return subprocess.run(
+        [*cmd, f"--workdir={workdir}", *overrides],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_run(cifar10_dir, tmp_path_factory):
+    """``python -m experiments.run`` on the smoke config in a fresh process."""
+    workdir = tmp_path_factory.mktemp("cli") / "run"
+    env = dict(os.environ, COMDML_JAX_CACHE=str(tmp_path_factory.mktemp("jax_cache")))
+    proc = run_cli(
+        workdir, f"--config.data.data_dir={cifar10_dir}", "--config.target_accuracy=0.05", env=env
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return SimpleNamespace(workdir=workdir, records=read_records(workdir))
@@ -318,21 +318,7 @@ def test_missing_data_dir_names_the_path(tmp_path):
 
 def test_cli_rejects_a_bad_value_before_any_work(tmp_path):
     workdir = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.run",
-            "--config=configs/smoke.py",
-            f"--workdir={workdir}",
-            "--config.data.data_dir=/nonexistent",
-            "--config.train.batch_size=0",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli(workdir, "--config.data.data_dir=/nonexistent", "--config.train.batch_size=0")
     assert proc.returncode != 0
     assert "ConfigError" in proc.stderr and "--config.train.batch_size=0" in proc.stderr
     assert not workdir.exists()
