@@ -9,7 +9,10 @@ ComDML's scheduler, so the round mixes full-model epochs and split pairs. For
 each backend it times ``Engine.train_round`` (training + aggregation, after a
 warm-up round that compiles every step) and compares it with the sum of the
 isolated jitted steps the round is made of, each timed alone on the same
-machine: the ratio is the engine's overhead. It also prints the machine.
+machine: the ratio is the engine's overhead. The bare steps and the rounds
+are measured alternately, ``--repeats`` times, so that the machine's drift
+hits both alike; the medians and the per-trial range of the ratio are
+printed, with the machine.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ def main():
     p.add_argument("--samples", type=int, default=300, help="training samples per agent")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--backends", default="loop,vmap")
-    p.add_argument("--repeats", type=int, default=2, help="timed rounds per backend")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="alternating trials of bare steps and rounds"
+    )
     args = p.parse_args()
 
     from comdml_jax.host_memory import reexec_with_tunables
@@ -88,7 +93,7 @@ def main():
     x = jax.random.normal(jax.random.key(3), (b, 32, 32, 3))
     y = jnp.arange(b, dtype=jnp.int32) % 10
     fresh = lambda t: jax.tree.map(jnp.copy, t)
-    step_s = {}
+    bare_calls = []
     for grp in groups_of(plan):
         if grp.role == "full":
             box = [steps.init_state(fresh(params), fresh(stats), tx)]
@@ -104,13 +109,14 @@ def main():
             box[0], out = fn(box[0], x, y)
             jax.block_until_ready(out)
 
-        step_s[(grp.role, grp.cut)] = float(np.median(time_calls(call, repeats=5)))
-    bare = sum(
-        step_s[(grp.role, grp.cut)] * int(sum(nb[a] for a in grp.agents)) for grp in groups_of(plan)
-    )
-    print(f"{'what':42s} {'seconds':>9s} {'samples/s':>10s} {'vs bare steps':>14s}")
-    print(f"{'bare jitted steps, summed':42s} {bare:9.2f} {trained / bare:10.1f} {1.0:14.2f}")
-    results = {}
+        call()  # compile
+        bare_calls.append((call, int(sum(nb[a] for a in grp.agents))))
+
+    def bare_round() -> float:
+        """The round's steps, each group's median step times its number of batches."""
+        return sum(float(np.median(time_calls(c, warmup=1, repeats=3))) * n for c, n in bare_calls)
+
+    engines = {}
     for backend in args.backends.split(","):
         engine = Engine(model, tx, data, backend, aggregate.make_mesh(), seed=0)
 
@@ -119,10 +125,26 @@ def main():
             jax.block_until_ready(out.model)
 
         one_round()  # compile every (role, cut)
-        t = float(np.median(time_calls(one_round, warmup=0, repeats=args.repeats)))
+        engines[backend] = one_round
+    # Alternate the measurements so that the machine's drift hits all alike.
+    times: dict[str, list[float]] = {"bare": [], **{k: [] for k in engines}}
+    for _ in range(args.repeats):
+        times["bare"].append(bare_round())
+        for backend, one_round in engines.items():
+            times[backend].append(time_calls(one_round, warmup=0, repeats=1)[0])
+    bare = float(np.median(times["bare"]))
+    print(f"{'what':42s} {'seconds':>9s} {'samples/s':>10s} {'vs bare steps':>14s}  per trial")
+    print(f"{'bare jitted steps, summed':42s} {bare:9.2f} {trained / bare:10.1f} {1.0:14.2f}")
+    results = {}
+    for backend in engines:
+        t = float(np.median(times[backend]))
         results[backend] = t
+        per = [e / r for e, r in zip(times[backend], times["bare"], strict=True)]
         label = f"engine.train_round, backend={backend}"
-        print(f"{label:42s} {t:9.2f} {trained / t:10.1f} {t / bare:14.2f}")
+        print(
+            f"{label:42s} {t:9.2f} {trained / t:10.1f} {t / bare:14.2f}  "
+            f"{min(per):.2f}-{max(per):.2f}"
+        )
     if "loop" in results and "vmap" in results:
         speedup = results["loop"] / results["vmap"]
         print(f"\nvmap / loop speed: {speedup:.2f}x on {jax.default_backend()}")

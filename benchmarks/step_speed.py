@@ -15,6 +15,11 @@ not compete), the training samples/s of
 
 and prints the ratios, the achieved GFLOP/s (XLA's FLOP count of the step)
 against the machine's float32 matmul peak, and the machine.
+
+PyTorch's speed on this machine varies by up to 20% from one process to the
+next, so ``--trials`` (default 3) alternates fresh JAX and PyTorch processes
+that many times: each figure is the median over trials of the per-process
+median step, and the ratio is also given per trial (min – max).
 """
 
 from __future__ import annotations
@@ -142,7 +147,8 @@ def main():
     p.add_argument(
         "--cut", type=int, default=4, help="the split step's cut (4: 28 layers offloaded)"
     )
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=7, help="timed steps per process")
+    p.add_argument("--trials", type=int, default=3, help="alternating JAX/PyTorch processes")
     p.add_argument("--child", choices=["jax", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--lowering", default="auto", help=argparse.SUPPRESS)
     p.add_argument("--layout", default="nchw", help=argparse.SUPPRESS)
@@ -157,52 +163,63 @@ def main():
 
     common = ["benchmarks/step_speed.py", f"--model={args.model}", f"--batch={args.batch}"]
     common += [f"--cut={args.cut}", f"--repeats={args.repeats}"]
-    runs = {}
+    trials: dict[str, list[dict]] = {}
     # This package's CLI runs with glibc tunables for XLA's scratch buffers
     # (comdml_jax.host_memory); the reference lowering runs without them.
-    runs["jax"] = run_json([*common, "--child=jax"], env=tuned_env())
     if not args.skip_reference_lowering:
         plain = {"COMDML_TUNE_MALLOC": "0"}
-        runs["jax_reference"] = run_json(
-            [*common, "--child=jax", "--lowering=reference"], env=plain
-        )
-    for layout in ("nchw", "channels_last"):
-        try:
-            runs[f"torch_{layout}"] = run_json([*common, "--child=torch", f"--layout={layout}"])
-        except RuntimeError as e:
-            reason = str(e).splitlines()[-1]
-            print(f"PyTorch reference unavailable ({reason}); pip install -e '.[bench]'")
+        trials["jax_reference"] = [
+            run_json([*common, "--child=jax", "--lowering=reference"], env=plain)
+        ]
+    for _ in range(args.trials):  # alternate the processes so drift hits all alike
+        trials.setdefault("jax", []).append(run_json([*common, "--child=jax"], env=tuned_env()))
+        for layout in ("nchw", "channels_last"):
+            try:
+                r = run_json([*common, "--child=torch", f"--layout={layout}"])
+            except RuntimeError as e:
+                reason = str(e).splitlines()[-1]
+                print(f"PyTorch reference unavailable ({reason}); pip install -e '.[bench]'")
+                continue
+            trials.setdefault(f"torch_{layout}", []).append(r)
     b = args.batch
     med = lambda r, k: float(np.median(r[k]))
-    rate = lambda r, k: b / med(r, k)
-    print(f"machine: {json.dumps(runs['jax']['machine'])}")
-    if "torch_nchw" in runs:
-        print(f"torch {runs['torch_nchw']['torch']}")
+    keys = ("full_s", "pair_s")
+    rates = {n: {k: [b / med(r, k) for r in rs] for k in keys} for n, rs in trials.items()}
+    rate = lambda n, k: float(np.median(rates[n][k]))
+    j = trials["jax"][0]
+    print(f"machine: {json.dumps(j['machine'])}")
+    if "torch_nchw" in trials:
+        print(f"torch {trials['torch_nchw'][0]['torch']}")
     print(
         f"model {args.model}, batch {b}, split step at cut {args.cut} "
-        f"({runs['jax']['layers_offloaded']} layers offloaded); median of {args.repeats} steps\n"
+        f"({j['layers_offloaded']} layers offloaded); median over {args.trials} alternating "
+        f"processes of the median of {args.repeats} steps\n"
     )
-    print(f"{'implementation':34s} {'full samples/s':>15s} {'split samples/s':>16s}")
-    for name, r in runs.items():
-        print(f"{name:34s} {rate(r, 'full_s'):15.1f} {rate(r, 'pair_s'):16.1f}")
-    j = runs["jax"]
-    torch_runs = [runs[k] for k in ("torch_nchw", "torch_channels_last") if k in runs]
-    if torch_runs:
-        best_full = max(rate(r, "full_s") for r in torch_runs)
-        best_pair = max(rate(r, "pair_s") for r in torch_runs)
+    print(f"{'implementation':34s} {'full samples/s':>15s} {'split samples/s':>16s}  per process")
+    for name in trials:
+        per = " / ".join(f"{f:.0f},{s:.0f}" for f, s in zip(*rates[name].values(), strict=True))
+        print(f"{name:34s} {rate(name, 'full_s'):15.1f} {rate(name, 'pair_s'):16.1f}  {per}")
+    torch_names = [n for n in ("torch_nchw", "torch_channels_last") if n in trials]
+    for ref in [*torch_names, "best PyTorch"] if torch_names else []:
+        names = torch_names if ref == "best PyTorch" else [ref]
+        line = []
+        for k, what in (("full_s", "full step"), ("pair_s", "split step")):
+            n_t = min(len(rates[n][k]) for n in ["jax", *names])
+            per = [rates["jax"][k][t] / max(rates[n][k][t] for n in names) for t in range(n_t)]
+            best = max(rate(n, k) for n in names)
+            line.append(
+                f"{what} {rate('jax', k) / best:.2f} (per trial {min(per):.2f}-{max(per):.2f})"
+            )
+        print(f"ratio jax / {ref}: " + ", ".join(line))
+    if "jax_reference" in trials:
         print(
-            f"\nratio jax / best PyTorch: full step {rate(j, 'full_s') / best_full:.2f}, "
-            f"split step {rate(j, 'pair_s') / best_pair:.2f}"
+            f"ratio jax / jax reference lowering: full "
+            f"{rate('jax', 'full_s') / rate('jax_reference', 'full_s'):.2f}, "
+            f"split {rate('jax', 'pair_s') / rate('jax_reference', 'pair_s'):.2f}"
         )
-    if "jax_reference" in runs:
-        r = runs["jax_reference"]
-        print(
-            f"ratio jax / jax reference lowering: full {med(r, 'full_s') / med(j, 'full_s'):.2f}, "
-            f"split {med(r, 'pair_s') / med(j, 'pair_s'):.2f}"
-        )
-    peak = 2 * 2048**3 / min(j["matmul_s"]) / 1e9
-    full_gf = j["full_flops"] / med(j, "full_s") / 1e9
-    pair_gf = j["pair_flops"] / med(j, "pair_s") / 1e9
+    peak = max(2 * 2048**3 / min(r["matmul_s"]) / 1e9 for r in trials["jax"])
+    full_gf = j["full_flops"] * rate("jax", "full_s") / b / 1e9
+    pair_gf = j["pair_flops"] * rate("jax", "pair_s") / b / 1e9
     print(
         f"achieved: full step {full_gf:.1f} GFLOP/s, split step {pair_gf:.1f} GFLOP/s "
         f"(XLA FLOP count {j['full_flops'] / b / 1e6:.0f} MFLOP/sample); "
