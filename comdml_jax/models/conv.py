@@ -112,7 +112,8 @@ def compiler_options(platform: str | None = None) -> dict[str, str]:
     On CPU, XLA's library fusions send the convolutions' weight gradients to
     YNNPACK by default, which runs them 2x slower than XLA's own (Eigen)
     convolution; dots and reductions stay on YNNPACK, where they are fastest
-    (:data:`CPU_OPTIONS`). Elsewhere, or with an XLA that no longer knows the
+    (:data:`CPU_OPTIONS`). Elsewhere, with jax older than
+    :data:`MIN_JAX_FOR_CPU_OPTIONS`, or with an XLA that no longer knows the
     option: no options.
     """
     platform = platform or jax.default_backend()
@@ -121,8 +122,17 @@ def compiler_options(platform: str | None = None) -> dict[str, str]:
     return dict(CPU_OPTIONS)
 
 
+# The XLA of jax 0.9 knows the option but its library reductions then round
+# differently inside and outside vmap (the two agent backends drift apart by
+# 1e-4 within four SGD steps); the option was measured on jax 0.10.
+MIN_JAX_FOR_CPU_OPTIONS = (0, 10)
+
+
 @functools.cache
 def _cpu_options_supported() -> bool:
+    version = tuple(int(p) for p in jax.__version__.split(".")[:2])
+    if version < MIN_JAX_FOR_CPU_OPTIONS:
+        return False
     try:
         jax.jit(lambda x: x + 1, compiler_options=CPU_OPTIONS).lower(1.0).compile()
         return True
