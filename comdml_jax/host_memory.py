@@ -15,17 +15,14 @@ the process keeps its peak heap, as PyTorch's caching allocator does.
 
 glibc reads tunables only when a process starts, so :func:`reexec_with_tunables`
 re-executes the current command with ``GLIBC_TUNABLES`` set (the CLI and the
-benchmarks call it first thing). In a process that is already running,
-:func:`tune_host_allocator` applies the same settings but huge pages through
-``mallopt``; it helps a synchronous step loop but fragments under JAX's
-asynchronous dispatch. Both act only on Linux with glibc;
-``COMDML_TUNE_MALLOC=0`` turns them off.
+benchmarks call it first thing). Setting the same values with ``mallopt`` in
+a running process was measured too: it fragments the heap under JAX's
+asynchronous dispatch, so it is not offered. Only on Linux with glibc;
+``COMDML_TUNE_MALLOC=0`` turns it off.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import platform
 import sys
@@ -34,11 +31,6 @@ TUNABLES = (
     "glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:"
     "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
 )
-
-# mallopt parameters from glibc's <malloc.h>.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
-_M_ARENA_MAX = -8
 
 
 def _applicable() -> bool:
@@ -72,19 +64,3 @@ def reexec_with_tunables() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *argv[1:]], tuned_env())
-
-
-def tune_host_allocator() -> bool:
-    """In a running process: one arena, no mmap, no trim, via ``mallopt``.
-
-    Returns:
-      True if the settings were applied.
-    """
-    if not _applicable():
-        return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    return bool(
-        libc.mallopt(_M_ARENA_MAX, 1) == 1
-        and libc.mallopt(_M_MMAP_MAX, 0) == 1
-        and libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2**31 - 1)) == 1
-    )

@@ -66,15 +66,19 @@ def materialize(y: Array) -> Array:
     return flat.reshape(y.shape)
 
 
-def _forward(x, scale, bias, residual, eps, relu, once):
-    mean, var = _moments(x)
-    rstd = lax.rsqrt(var + eps)
+def _affine_act(x, scale, bias, mean, rstd, residual, relu):
+    """``act((x - mean) * rstd * scale + bias + residual)`` as one per-channel multiply-add."""
     mult = scale * rstd
     y = x * mult + (bias - mean * mult)
     if residual is not None:
         y = y + residual
-    if relu:
-        y = jnp.maximum(y, 0.0)
+    return jnp.maximum(y, 0.0) if relu else y
+
+
+def _forward(x, scale, bias, residual, eps, relu, once):
+    mean, var = _moments(x)
+    rstd = lax.rsqrt(var + eps)
+    y = _affine_act(x, scale, bias, mean, rstd, residual, relu)
     if once:
         y = materialize(y)
     return y, mean, var, rstd
@@ -170,11 +174,8 @@ class BatchNormAct(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         if self.use_running_average:
-            mult = scale * lax.rsqrt(ra_var.value + self.epsilon)
-            y = x * mult + (bias - ra_mean.value * mult)
-            if residual is not None:
-                y = y + residual
-            return jnp.maximum(y, 0.0) if self.relu else y
+            rstd = lax.rsqrt(ra_var.value + self.epsilon)
+            return _affine_act(x, scale, bias, ra_mean.value, rstd, residual, self.relu)
         once = self.impl == "materialize"
         y, mean, var = bn_act(x, scale, bias, residual, self.epsilon, self.relu, once)
         if not self.is_initializing():

@@ -37,7 +37,6 @@ from comdml_jax import rng
 from comdml_jax.data.agents import AgentBatches
 from comdml_jax.data.augment import augment, batch_key
 from comdml_jax.models import split
-from comdml_jax.models.conv import compiler_options
 from comdml_jax.models.resnet import StagedModel
 from comdml_jax.system.timing import RoundPlan
 from comdml_jax.train import aggregate, steps
@@ -232,7 +231,7 @@ class Engine:
                 return run(state, x_all, y_all, idx, key)
 
             self._loop_steps[k] = jax.jit(
-                step, donate_argnums=(0,), compiler_options=compiler_options()
+                step, donate_argnums=(0,), compiler_options=self.steps.xla_options
             )
         return self._loop_steps[k]
 
@@ -263,7 +262,7 @@ class Engine:
                 out_specs=(agent_axis, agent_axis),
             )
             self._vmap_epochs[k] = jax.jit(
-                sharded, donate_argnums=(0,), compiler_options=compiler_options()
+                sharded, donate_argnums=(0,), compiler_options=self.steps.xla_options
             )
         return self._vmap_epochs[k]
 
