@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -53,8 +54,6 @@ def child_jax(args) -> dict:
     b = args.batch
     x = jax.random.normal(jax.random.key(1), (b, 32, 32, 3))
     y = jnp.arange(b, dtype=jnp.int32) % 10
-    import os
-
     out = {"lowering": args.lowering, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
     fresh = lambda t: jax.tree.map(jnp.copy, t)  # the steps donate their state

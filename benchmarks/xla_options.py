@@ -55,7 +55,7 @@ def child(args) -> dict:
     opts = {**compiler_options(), **{k: v for k, v in extra.items() if not k.startswith("--")}}
     model = build_model(args.model)
     tx = steps.make_optimizer(0.01)
-    fn = jax.jit(steps.full_step_fn(model, tx), donate_argnums=0, compiler_options=opts)
+    fn = steps.StepCache(model, tx, xla_options=opts).get("full")
     params, stats = model.init(jax.random.key(0))
     box = [steps.init_state(params, stats, tx)]
     x = jax.random.normal(jax.random.key(1), (args.batch, 32, 32, 3))
@@ -97,8 +97,11 @@ def main():
     for _ in range(args.trials):
         for name, opts in variants.items():
             env = tuned_env()
-            flags = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in opts.items()]
-            flags = [f for f in flags if f.startswith("--")]
+            flags = [
+                f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                for k, v in opts.items()
+                if k.startswith("--")
+            ]
             if flags:
                 env["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
             try:

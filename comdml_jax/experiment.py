@@ -285,15 +285,10 @@ def restore_state(exp: Experiment, ckpt: Checkpointer | None = None) -> RunState
 
 def summarize(config, records: list[dict]) -> dict:
     """``summary.json`` from the metrics records."""
-    accs = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
     return {
         "method": config.method,
-        "rounds": len(records),
-        "final_test_accuracy": accs[-1] if accs else None,
-        "best_test_accuracy": max(accs) if accs else None,
+        **tables.run_summary(records, config.target_accuracy),
         "target_accuracy": config.target_accuracy,
-        "time_to_target_s": tables.time_to_target(records, config.target_accuracy),
-        "sim_time_s": records[-1]["sim_time_s"] if records else 0.0,
         "wall_time_s": records[-1]["wall_time_s"] if records else 0.0,
     }
 

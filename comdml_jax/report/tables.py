@@ -22,25 +22,25 @@ def time_to_target(records: Sequence[dict], target: float) -> float | None:
     return None
 
 
+def run_summary(records: Sequence[dict], target: float) -> dict:
+    """Rounds, best and final test accuracy, time to ``target`` and total simulated time."""
+    accs = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
+    return {
+        "rounds": len(records),
+        "final_test_accuracy": accs[-1] if accs else None,
+        "best_test_accuracy": max(accs) if accs else None,
+        "time_to_target_s": time_to_target(records, target),
+        "sim_time_s": records[-1]["sim_time_s"] if records else 0.0,
+    }
+
+
 def comparison_rows(runs: dict[str, Sequence[dict]], target: float) -> list[dict]:
-    """One row per run: rounds, best/final accuracy, time to target, speed-up.
+    """One row per run: :func:`run_summary` and the speed-up.
 
     The speed-up of a run is the slowest time to target among the runs that
     reached it, divided by this run's.
     """
-    rows = []
-    for label, recs in runs.items():
-        accs = [r["test_accuracy"] for r in recs if r.get("test_accuracy") is not None]
-        rows.append(
-            {
-                "run": label,
-                "rounds": len(recs),
-                "best_test_accuracy": max(accs) if accs else None,
-                "final_test_accuracy": accs[-1] if accs else None,
-                "time_to_target_s": time_to_target(recs, target),
-                "sim_time_s": recs[-1]["sim_time_s"] if recs else 0.0,
-            }
-        )
+    rows = [{"run": label, **run_summary(recs, target)} for label, recs in runs.items()]
     reached = [r["time_to_target_s"] for r in rows if r["time_to_target_s"] is not None]
     slowest = max(reached) if reached else None
     for r in rows:
