@@ -52,6 +52,7 @@ def main():
     from comdml_jax.models.resnet import build_model
     from comdml_jax.system.world import build_system
     from comdml_jax.train import aggregate, steps
+    from comdml_jax.train import profile as profile_lib
     from comdml_jax.train.engine import Engine, GlobalModel, TrainData, groups_of
     from configs import default
 
@@ -63,7 +64,7 @@ def main():
     links = (10.0, 20.0, 50.0, 100.0)
     cfg.system.bandwidth_mbps = tuple(links[i % len(links)] for i in range(k))
     system = build_system(cfg)
-    profile = split.split_profile(args.model, b)
+    profile = profile_lib.split_profile(args.model, b)
     rng = np.random.default_rng(0)
     n = k * args.samples
     data = TrainData(

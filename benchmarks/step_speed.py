@@ -43,6 +43,7 @@ def child_jax(args) -> dict:
 
     from comdml_jax.models import split
     from comdml_jax.models.resnet import build_model
+    from comdml_jax.train import profile as profile_lib
     from comdml_jax.train import steps
 
     reference = args.lowering == "reference"
@@ -78,7 +79,7 @@ def child_jax(args) -> dict:
         losses[1].block_until_ready()
 
     out["pair_s"] = time_calls(run_pair, repeats=args.repeats)
-    prof = split.split_profile(args.model, b)
+    prof = profile_lib.split_profile(args.model, b)
     out["full_flops"] = prof.full_step_flops
     out["pair_flops"] = prof.full_step_flops * (prof.slow_rel_cost[m] + prof.fast_rel_cost[m])
     out["layers_offloaded"] = int(prof.layers_offloaded[m])

@@ -39,6 +39,7 @@ from comdml_jax.report import plots, tables
 from comdml_jax.report.writers import JsonlWriter, write_json
 from comdml_jax.system.world import build_system
 from comdml_jax.train import aggregate, steps
+from comdml_jax.train import profile as profile_lib
 from comdml_jax.train.engine import Engine, GlobalModel, TrainData, evaluate
 
 PyTree = Any
@@ -134,7 +135,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) ->
         conv_impl=config.model.conv_impl,
         bn_impl=config.model.bn_impl,
     )
-    profile = split.split_profile(config.model.name, config.train.batch_size, dataset.num_classes)
+    profile = profile_lib.split_profile(
+        config.model.name, config.train.batch_size, dataset.num_classes
+    )
     tx = steps.make_optimizer(config.optim.lr, config.optim.momentum, config.optim.weight_decay)
     mean, std = tuple(float(v) for v in dataset.mean), tuple(float(v) for v in dataset.std)
     data = TrainData(

@@ -2,7 +2,7 @@
 
     python -m experiments.plan --config=configs/table1.py:1 [--json] [--rounds=N]
 
-The split profile comes from ``comdml_jax.models.split.split_profile`` (one
+The split profile comes from ``comdml_jax.train.profile.split_profile`` (one
 model compile, cached), or from ``--profile_json`` (the ``comdml-profile
 --json`` output) to skip the compile. Batches per agent assume an IID equal
 split of the training set (``data.train_subset`` or the full train split):
@@ -44,7 +44,7 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "cinic10": 10}
 
 @functools.cache
 def _compiled_profile(model_name: str, batch_size: int, num_classes: int) -> SplitProfile:
-    from comdml_jax.models.split import split_profile
+    from comdml_jax.train.profile import split_profile
 
     return split_profile(model_name, batch_size, num_classes)
 

@@ -11,7 +11,7 @@ from comdml_jax.data.augment import batch_key
 from comdml_jax.models import split
 from comdml_jax.models.conv import compiler_options
 from comdml_jax.models.resnet import build_model
-from comdml_jax.system.timing import RoundPlan
+from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train import aggregate, steps
 from comdml_jax.train.engine import Engine, GlobalModel, TrainData
 

@@ -10,6 +10,7 @@ import pytest
 
 from comdml_jax.models import split
 from comdml_jax.models.resnet import build_model, count_params
+from comdml_jax.train import profile as profile_lib
 from comdml_jax.train import steps
 
 
@@ -120,7 +121,7 @@ def test_fast_loss_has_zero_gradient_wrt_slow_params(tiny):
 def test_profile_bytes_and_costs():
     model = build_model("tiny", conv_impl="xla")
     batch = 8
-    prof = split.split_profile("tiny", batch)
+    prof = profile_lib.split_profile("tiny", batch)
     shapes = model.stage_output_shapes(batch)
     assert prof.num_cuts == split.num_cuts(model)
     for m in range(1, prof.num_cuts):
@@ -235,7 +236,7 @@ def test_profile_cli_json_has_one_object_per_cut(capsys):
 
     profile_cli.main(["--model", "tiny", "--batch-size", "8", "--json"])
     rows = json.loads(capsys.readouterr().out)
-    want = split.split_profile("tiny", 8)
+    want = profile_lib.split_profile("tiny", 8)
     assert len(rows) == want.num_cuts
     fields = {"cut", "layers_offloaded", "slow_rel_cost", "fast_rel_cost", "bytes_per_batch"}
     fields |= {"slow_param_bytes", "fast_param_bytes"}

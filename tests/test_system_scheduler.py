@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from test_system_fixtures import resnet56_profile
 
 from comdml_jax.system import build_system
-from comdml_jax.system.exact import brute_force_plan, exact_plan, greedy_gap
+from comdml_jax.system.exact import brute_force_plan, exact_plan
+from comdml_jax.system.gap import greedy_gap
 from comdml_jax.system.scheduler import greedy_plan, greedy_plan_reference, no_offload_plan
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import TimingParams, alone_s, price_round
@@ -94,8 +95,8 @@ def test_table1_offloads_more_layers_in_setting_1(setting_picks_more, setting_pi
 
 @pytest.mark.slow
 def test_table1_with_the_compiled_profile():
-    split = pytest.importorskip("comdml_jax.models.split")
-    prof = split.split_profile("resnet56", 100, 10)
+    profile_lib = pytest.importorskip("comdml_jax.train.profile")
+    prof = profile_lib.split_profile("resnet56", 100, 10)
     nb = np.array([250, 250])
     picked = {}
     for s in ("1", "2"):

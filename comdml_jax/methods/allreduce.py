@@ -8,7 +8,7 @@ default).
 from __future__ import annotations
 
 from comdml_jax.methods.base import register
-from comdml_jax.system.timing import RoundPlan
+from comdml_jax.system.plan import RoundPlan
 
 
 @register("allreduce")

@@ -13,8 +13,9 @@ from typing import Protocol
 
 import numpy as np
 
+from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.split_profile import SplitProfile
-from comdml_jax.system.timing import RoundPlan, RoundTiming
+from comdml_jax.system.timing import RoundTiming
 from comdml_jax.system.world import RoundState, System
 
 

@@ -4,7 +4,9 @@ Host-side numpy only (no JAX import). See ``world.py`` for the per-round entry
 points the engine uses.
 """
 
-from comdml_jax.system.exact import brute_force_plan, exact_plan, greedy_gap
+from comdml_jax.system.exact import brute_force_plan, exact_plan
+from comdml_jax.system.gap import GapReport, greedy_gap
+from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.profiles import ProfileSpec, profile_spec_from_config, profiles_at
 from comdml_jax.system.scheduler import (
     SCHEDULERS,
@@ -16,7 +18,6 @@ from comdml_jax.system.scheduler import (
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import (
     ALLREDUCE,
-    RoundPlan,
     RoundTiming,
     TimingParams,
     allreduce_s,
@@ -38,6 +39,7 @@ from comdml_jax.system.world import RoundState, System, build_system, main_compo
 
 __all__ = [
     "ALLREDUCE",
+    "GapReport",
     "SCHEDULERS",
     "TOPOLOGIES",
     "Links",

@@ -32,14 +32,13 @@ import dataclasses
 
 import numpy as np
 
-from comdml_jax.system.scheduler import greedy_plan
+from comdml_jax.system.plan import RoundPlan
+from comdml_jax.system.scheduler import SCHEDULERS
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import (
     CutTerms,
-    RoundPlan,
     TimingParams,
     fast_side_s,
-    price_round,
     slow_side_s,
     step_s,
 )
@@ -229,39 +228,4 @@ def brute_force_plan(
     return _plan_from_pairs(part, table, best[1])
 
 
-@dataclasses.dataclass(frozen=True)
-class GapReport:
-    """The greedy's makespan against the optimum of problem (5).
-
-    Attributes:
-      greedy_s: max_i τ_i of the greedy (Algorithm 1) plan.
-      exact_s: max_i τ_i of the exact plan.
-      gap: (greedy − exact) / exact.
-    """
-
-    greedy_s: float
-    exact_s: float
-    gap: float
-
-
-def greedy_gap(
-    cpu: FloatArray,
-    links,
-    num_batches,
-    participants: BoolArray,
-    profile: SplitProfile,
-    params: TimingParams,
-) -> GapReport:
-    """Prices the greedy and the exact plan and reports the greedy's gap.
-
-    Args:
-      cpu, links, num_batches, participants, profile, params: as for
-        ``scheduler.greedy_plan``.
-
-    Returns:
-      The gap report (makespans exclude the AllReduce, which both plans share).
-    """
-    args = (cpu, links, num_batches, participants, profile, params)
-    g = price_round(greedy_plan(*args), cpu, links, num_batches, profile, params).makespan_s
-    e = price_round(exact_plan(*args), cpu, links, num_batches, profile, params).makespan_s
-    return GapReport(g, e, (g - e) / e if e > 0 else 0.0)
+SCHEDULERS["exact"] = exact_plan

@@ -37,10 +37,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import (
     CutTerms,
-    RoundPlan,
     TimingParams,
     fast_side_s,
     slow_side_s,
@@ -237,15 +237,10 @@ def no_offload_plan(
     return RoundPlan.alone(np.asarray(participants, bool))
 
 
-def _exact(cpu, links, num_batches, participants, profile, params) -> RoundPlan:
-    from comdml_jax.system.exact import exact_plan
-
-    return exact_plan(cpu, links, num_batches, participants, profile, params)
-
-
+# ``exact`` (CP-SAT, system/exact.py) registers itself here when ``comdml_jax.system``
+# is imported, so this module does not import the exact solver.
 SCHEDULERS: dict[str, Scheduler] = {
     "greedy": greedy_plan,
-    "exact": _exact,
     "none": no_offload_plan,
 }
 

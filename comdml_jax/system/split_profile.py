@@ -6,7 +6,7 @@ auxiliary head) and of the fast side T_f^m, both relative to one full-model
 training step, the bytes ν^m sent per batch, and the parameter bytes per side.
 
 This module is plain numpy so that the host-side system (timing, scheduler)
-never needs to import JAX. ``comdml_jax.models.split.split_profile`` computes
+never needs to import JAX. ``comdml_jax.train.profile.split_profile`` computes
 it from the compiled training steps.
 
 Cut convention: cut m offloads the last m stages of the model to the fast

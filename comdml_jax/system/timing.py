@@ -46,6 +46,7 @@ from collections.abc import Callable
 import numpy as np
 from ml_collections import ConfigDict
 
+from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.topology import as_links, route_stats
 
@@ -267,74 +268,7 @@ def allreduce_s(participants: BoolArray, links, model_bytes: float, params: Timi
     return fn(k, float(model_bytes), routes.bottleneck_mbps, routes.hops * params.latency_s)
 
 
-# --- The plan and its price ---
-
-
-def _frozen(a, dtype) -> np.ndarray:
-    a = np.array(a, dtype=dtype)
-    a.flags.writeable = False
-    return a
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class RoundPlan:
-    """Who trains and who offloads to whom this round (the scheduler's output).
-
-    Attributes:
-      participants: [K] bool, the agents that train and join the AllReduce.
-      partner: [K] int, the fast partner j of a slow agent i, −1 otherwise.
-      cut: [K] int, the cut m of a slow agent (>= 1), 0 otherwise.
-    """
-
-    participants: BoolArray
-    partner: IntArray
-    cut: IntArray
-
-    def __post_init__(self):
-        part = _frozen(self.participants, bool)
-        partner = _frozen(self.partner, np.int64)
-        cut = _frozen(self.cut, np.int64)
-        object.__setattr__(self, "participants", part)
-        object.__setattr__(self, "partner", partner)
-        object.__setattr__(self, "cut", cut)
-        k = part.shape[0]
-        if part.ndim != 1 or partner.shape != (k,) or cut.shape != (k,):
-            raise ValueError("participants, partner and cut must all have shape [K]")
-        slow = np.flatnonzero(partner >= 0)
-        if np.any(partner < -1) or np.any(partner >= k):
-            raise ValueError("partner must be −1 or an agent index")
-        if np.any(partner[slow] == slow):
-            raise ValueError("an agent cannot be its own partner")
-        if np.any(cut[partner < 0] != 0) or np.any(cut[slow] < 1):
-            raise ValueError("cut must be >= 1 exactly for slow agents (partner >= 0)")
-        fast = partner[slow]
-        if not (np.all(part[slow]) and np.all(part[fast])):
-            raise ValueError("both agents of a pair must be participants")
-        if len(np.unique(fast)) != len(fast) or np.any(partner[fast] >= 0):
-            raise ValueError("each agent can be in at most one pair")
-
-    @classmethod
-    def alone(cls, participants: BoolArray) -> RoundPlan:
-        """The plan with no offloading."""
-        k = len(participants)
-        return cls(participants, np.full(k, -1), np.zeros(k, np.int64))
-
-    @property
-    def num_agents(self) -> int:
-        return int(self.participants.shape[0])
-
-    @property
-    def pairs(self) -> list[tuple[int, int, int]]:
-        """[(slow, fast, cut), ...] in increasing slow index."""
-        slow = np.flatnonzero(self.partner >= 0)
-        return [(int(i), int(self.partner[i]), int(self.cut[i])) for i in slow]
-
-    def with_cut(self, cut: int) -> RoundPlan:
-        """The same pairs forced to one cut (cut 0: nobody offloads)."""
-        if cut == 0:
-            return RoundPlan.alone(self.participants)
-        c = np.where(self.partner >= 0, cut, 0)
-        return RoundPlan(self.participants, self.partner, c)
+# --- The price of a plan ---
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -26,6 +26,7 @@ import dataclasses
 import numpy as np
 from ml_collections import ConfigDict
 
+from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.profiles import (
     ProfileSpec,
     Purpose,
@@ -35,7 +36,7 @@ from comdml_jax.system.profiles import (
 )
 from comdml_jax.system.scheduler import get_scheduler
 from comdml_jax.system.split_profile import SplitProfile
-from comdml_jax.system.timing import RoundPlan, RoundTiming, TimingParams, price_round
+from comdml_jax.system.timing import RoundTiming, TimingParams, price_round
 from comdml_jax.system.topology import (
     Links,
     Topology,

@@ -38,7 +38,7 @@ from comdml_jax.data.agents import AgentBatches
 from comdml_jax.data.augment import augment, batch_key
 from comdml_jax.models import split
 from comdml_jax.models.resnet import StagedModel
-from comdml_jax.system.timing import RoundPlan
+from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train import aggregate, steps
 
 Array = jax.Array

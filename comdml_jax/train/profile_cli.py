@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be >= 1")
-    from comdml_jax.models.split import split_profile
+    from comdml_jax.train.profile import split_profile
 
     profile = split_profile(args.model, args.batch_size, args.num_classes)
     print(profile.to_json() if args.json else format_table(profile))
