@@ -163,3 +163,17 @@ def test_loop_backend_trains_every_real_batch_of_every_epoch(world):
     chex.assert_trees_all_close(
         (result.model.params, result.model.batch_stats), want, atol=1e-6, rtol=1e-6
     )
+
+
+def test_mix_matches_numpy_on_any_device_count():
+    """out_i = Σ_j W_ij x_j, with K not a multiple of the device count."""
+    rng = np.random.default_rng(2)
+    k = 5
+    x = {"w": rng.normal(size=(k, 3, 2)).astype(np.float32), "b": rng.normal(size=k)}
+    w = rng.uniform(size=(4, k))
+    w[1, 2:] = 0.0  # a sparse row, as a Gossip receiver's
+    want = jax.tree.map(lambda a: np.tensordot(w, a.astype(np.float64), axes=(1, 0)), x)
+    for devices in (jax.devices()[:1], jax.devices()[:3], jax.devices()):
+        got = aggregate.mix(x, w, aggregate.make_mesh(devices))
+        for key in x:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)

@@ -41,17 +41,48 @@ def pad_axis0(tree: PyTree, multiple: int) -> PyTree:
 
 
 @functools.lru_cache(maxsize=16)
-def _weighted_sum_fn(mesh: Mesh):
+def _mix_fn(mesh: Mesh):
     def local(stacked, w):
-        # w: [local agents], already normalised on the host to sum to one.
+        # stacked: this device's agents [k_local, ...]; w: [K_out, k_local].
         def one(x):
-            part = jnp.tensordot(w, x.astype(jnp.float32), axes=(0, 0))
+            part = jnp.tensordot(w, x.astype(jnp.float32), axes=(1, 0))
             return jax.lax.psum(part, AXIS).astype(x.dtype)
 
         return jax.tree.map(one, stacked)
 
-    fn = jax.shard_map(local, mesh=mesh, in_specs=(P(AXIS), P(AXIS)), out_specs=P())
+    fn = jax.shard_map(local, mesh=mesh, in_specs=(P(AXIS), P(None, AXIS)), out_specs=P())
     return jax.jit(fn)
+
+
+def mix(stacked: PyTree, weights, mesh: Mesh) -> PyTree:
+    """out_i = Σ_j W_ij x_j over the leading (agent) axis, sharded over ``mesh``.
+
+    Every averaging a method needs is a mix: the global data-size-weighted
+    average is the rank-one case (one row), Gossip's equal-weight merge and
+    BrainTorrent's aggregator are sparse rows. Each device multiplies its own
+    agents' columns of W, and ``lax.psum`` adds the partial sums across the
+    mesh, so 1 device, 8 devices or several processes give the same result.
+
+    Args:
+      stacked: a pytree whose leaves have a leading agent axis [K_in, ...].
+      weights: [K_out, K_in] non-negative mixing weights (rows need not sum to one).
+      mesh: a 1-D mesh with axis ``agents``.
+
+    Returns:
+      A pytree with leaves [K_out, ...], replicated over the mesh.
+    """
+    w = np.asarray(weights, np.float64)
+    k_in = jax.tree.leaves(stacked)[0].shape[0]
+    if w.ndim != 2 or w.shape[1] != k_in:
+        raise ValueError(f"mixing weights of shape {w.shape} do not match {k_in} stacked agents")
+    if not np.all(w >= 0):
+        raise ValueError("mixing weights must be non-negative")
+    n_dev = mesh.devices.size
+    stacked = pad_axis0(stacked, n_dev)
+    w = np.concatenate([w, np.zeros((w.shape[0], (-k_in) % n_dev))], axis=1).astype(np.float32)
+    stacked = jax.device_put(stacked, NamedSharding(mesh, P(AXIS)))
+    w = jax.device_put(w, NamedSharding(mesh, P(None, AXIS)))
+    return _mix_fn(mesh)(stacked, w)
 
 
 def weighted_average(stacked: PyTree, weights, mesh: Mesh) -> PyTree:
@@ -70,11 +101,5 @@ def weighted_average(stacked: PyTree, weights, mesh: Mesh) -> PyTree:
         raise ValueError(f"weights of shape {w.shape} do not match the stacked agent axis")
     if not np.all(w >= 0) or w.sum() <= 0:
         raise ValueError("aggregation weights must be non-negative with a positive sum")
-    w = (w / w.sum()).astype(np.float32)
-    n_dev = mesh.devices.size
-    stacked = pad_axis0(stacked, n_dev)
-    w = np.concatenate([w, np.zeros((-len(w)) % n_dev, np.float32)])
-    sharding = NamedSharding(mesh, P(AXIS))
-    stacked = jax.device_put(stacked, sharding)
-    w = jax.device_put(w, sharding)
-    return _weighted_sum_fn(mesh)(stacked, w)
+    out = mix(stacked, (w / w.sum())[None, :], mesh)
+    return jax.tree.map(lambda x: x[0], out)
