@@ -231,7 +231,7 @@ def test_equal_speeds_make_comdml_train_and_cost_exactly_like_allreduce(equal_sp
         assert allreduce["method"] == "allreduce"
         for key in comdml.keys() - {"method", "wall_time_s"}:
             np.testing.assert_equal(comdml[key], allreduce[key], err_msg=key)
-    chex.assert_trees_all_equal(states["comdml"].model, states["allreduce"].model)
+    chex.assert_trees_all_equal(states["comdml"].method, states["allreduce"].method)
     assert float(states["comdml"].sim_time_s) == float(states["allreduce"].sim_time_s) > 0
 
 
@@ -248,7 +248,7 @@ def test_final_round_evaluation_does_not_feed_the_plateau_schedule(equal_speed):
     assert np.isfinite(short_record["test_accuracy"])  # the short run's last round: evaluated
     assert np.isnan(long_record["test_accuracy"])  # round 0 of 2 with eval_every=2: not
     chex.assert_trees_all_equal(short.plateau, long.plateau, start.plateau)
-    chex.assert_trees_all_equal(short.model, long.model)
+    chex.assert_trees_all_equal(short.method, long.method)
 
 
 # ------------------------------------------------------------------ determinism and resume
