@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from comdml_jax import rng
+from comdml_jax import rng, run_dir
 from comdml_jax.checkpoint import Checkpointer
 from comdml_jax.config_check import validate_config
 from comdml_jax.data.agents import make_epoch_batches
@@ -305,7 +305,9 @@ def write_plots(exp: Experiment, records: list[dict]) -> None:
         plots.plot_round_timeline(records[-1], wd / "timeline_last_round.png")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> dict:
+def run(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike[str], *, fresh: bool = False
+) -> dict:
     """Runs (or resumes) an experiment and writes its outputs to ``workdir``.
 
     Outputs: ``config.json``, ``metrics.jsonl`` (one record per round),
@@ -318,12 +320,18 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> d
         checkpoint (records of later rounds are dropped from ``metrics.jsonl``),
         and continues exactly as an uninterrupted run would, also when resumed
         with a larger ``rounds``. Only a record of the earlier run's last round
-        keeps the extra test evaluation that a run's last round gets.
+        keeps the extra test evaluation that a run's last round gets. A run is
+        resumed only with a config equal to the recorded one (run_dir.prepare).
+      fresh: discard a previous run in ``workdir`` and start over.
 
     Returns:
       The summary dict.
     """
     workdir = Path(workdir)
+    # --- h13 (issue 13) hook: validate the config and the workdir, and check that a
+    # previous run may be resumed (or remove it with fresh), before any work or write.
+    run_dir.prepare(config, workdir, fresh=fresh)
+    # --- end of the h13 hook
     exp = build(config, workdir)  # validates the config first: nothing is written before
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", config.to_dict())
