@@ -38,9 +38,9 @@ import optax
 from absl import logging
 from flax import serialization
 
-from comdml_jax import rng
+from comdml_jax import rng, run_dir
 from comdml_jax.checkpoint import Checkpointer
-from comdml_jax.config_check import validate_config
+from comdml_jax.config_check import check_partition, validate_config
 from comdml_jax.data.agents import make_epoch_batches
 from comdml_jax.data.datasets import dataset_from_config
 from comdml_jax.data.partition import (
@@ -54,7 +54,7 @@ from comdml_jax.models import split
 from comdml_jax.models.resnet import build_model
 from comdml_jax.report import plots, tables
 from comdml_jax.report.writers import JsonlWriter, write_json
-from comdml_jax.system.world import build_system, sampled_at
+from comdml_jax.system.world import sampled_at
 from comdml_jax.train import aggregate, steps
 from comdml_jax.train import profile as profile_lib
 from comdml_jax.train.engine import Engine, ModelVars, TrainData
@@ -136,12 +136,12 @@ class Experiment:
 
 def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> Experiment:
     """Validates the config, then loads data and builds the system, model and engine."""
-    validate_config(config)
-    system = build_system(config)
+    system = validate_config(config)  # the System it checked, built once
     method = get_method(config.method)
     seed = int(config.seed)
     dataset = dataset_from_config(config.data, seed)
     parts = partition_from_config(config.data, dataset.y_train, config.num_agents, seed)
+    check_partition(config, parts)  # every agent's data against the batch, before any work
     model = build_model(
         config.model.name,
         num_classes=dataset.num_classes,
@@ -455,7 +455,9 @@ def _log_round(config, record: dict) -> None:
     )
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> dict:
+def run(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike[str], *, fresh: bool = False
+) -> dict:
     """Runs (or resumes) an experiment and writes its outputs to ``workdir``.
 
     Outputs: ``config.json``, ``metrics.jsonl`` (one record per round),
@@ -468,13 +470,18 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> d
         checkpoint (records of later rounds are dropped from ``metrics.jsonl``),
         and continues exactly as an uninterrupted run would, also when resumed
         with a larger ``rounds``. Only a record of the earlier run's last round
-        keeps the extra test evaluation that a run's last round gets.
+        keeps the extra test evaluation that a run's last round gets. A run is
+        resumed only with a config equal to the recorded one (run_dir.prepare).
+      fresh: discard a previous run in ``workdir`` and start over.
 
     Returns:
       The summary dict.
     """
     workdir = Path(workdir)
-    exp = build(config, workdir)  # validates the config first: nothing is written before
+    # Validate the config and the workdir, and check that a previous run there may be
+    # resumed (or remove it with fresh), before any work or write.
+    run_dir.prepare(config, workdir, fresh=fresh)
+    exp = build(config, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", config.to_dict())
     counts = class_counts(exp.parts, np.asarray(exp.engine.data.y), exp.model.num_classes)
