@@ -42,7 +42,7 @@ from comdml_jax import rng, run_dir
 from comdml_jax.checkpoint import Checkpointer
 from comdml_jax.config_check import check_partition, validate_config
 from comdml_jax.data.agents import make_epoch_batches
-from comdml_jax.data.datasets import dataset_from_config
+from comdml_jax.data.datasets import Dataset, dataset_from_config
 from comdml_jax.data.partition import (
     class_counts,
     label_skew,
@@ -57,7 +57,7 @@ from comdml_jax.report.writers import JsonlWriter, write_json
 from comdml_jax.system.world import sampled_at
 from comdml_jax.train import aggregate, steps
 from comdml_jax.train import profile as profile_lib
-from comdml_jax.train.engine import Engine, ModelVars, TrainData
+from comdml_jax.train.engine import Engine, ModelVars, NonFiniteError, TrainData
 from comdml_jax.train.evaluate import Evaluator
 
 PyTree = Any
@@ -134,12 +134,27 @@ class Experiment:
         return t.local_epochs * self.num_samples / t.batch_size
 
 
-def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> Experiment:
-    """Validates the config, then loads data and builds the system, model and engine."""
+def build(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike[str],
+    dataset: Dataset | None = None,
+) -> Experiment:
+    """Validates the config, then loads data and builds the system, model and engine.
+
+    Args:
+      config: the run config.
+      workdir: the run's output folder (not touched here).
+      dataset: the data set to use instead of loading ``config.data`` (benchmarks
+        pass synthetic data).
+
+    Returns:
+      The built experiment.
+    """
     system = validate_config(config)  # the System it checked, built once
     method = get_method(config.method)
     seed = int(config.seed)
-    dataset = dataset_from_config(config.data, seed)
+    if dataset is None:
+        dataset = dataset_from_config(config.data, seed)
     parts = partition_from_config(config.data, dataset.y_train, config.num_agents, seed)
     check_partition(config, parts)  # every agent's data against the batch, before any work
     model = build_model(
@@ -285,7 +300,10 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
     )
     lr = float(cfg.optim.lr * state.plateau.scale)
     start = exp.method.start(state.method, plan)
-    trained = exp.engine.train_agents(start, plan, batches, r, lr)
+    try:
+        trained = exp.engine.train_agents(start, plan, batches, r, lr)
+    except NonFiniteError as e:
+        raise NonFiniteRunError(f"method {cfg.method}, {e}. {_KEPT}") from e
     mstate, merge_info = exp.method.merge(
         state.method, start, trained, plan, ctx, jax.random.fold_in(rng.stream(ctx.seed, "mix"), r)
     )
@@ -309,8 +327,8 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
             }
         if not np.isfinite(test_loss):
             raise NonFiniteRunError(
-                f"round {r + 1}: the {cfg.method} model's test loss is not finite; "
-                "the last good checkpoint is kept. Lower optim.lr."
+                f"method {cfg.method}, round {r + 1}: the merged model's test loss is not "
+                f"finite; lower optim.lr. {_KEPT}"
             )
     else:
         test_loss = test_acc = float("nan")
@@ -373,6 +391,9 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
 
 class NonFiniteRunError(FloatingPointError):
     """The run diverged: a loss or a merged model is not finite."""
+
+
+_KEPT = "The run stopped; its last good checkpoint is kept and a rerun resumes from it."
 
 
 def _skip_reason(ctx: RoundContext) -> str:

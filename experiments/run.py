@@ -37,6 +37,7 @@ _FRESH = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 USAGE_ERROR = 2  # exit code of a bad flag, config, workdir or data path
+DIVERGED = 3  # exit code of a run stopped by a non-finite loss or model
 
 
 def fail(message: str) -> None:
@@ -150,12 +151,15 @@ def main(argv):
     logging.get_absl_handler().addFilter(_DropLibraryChatter())
     from comdml_jax.config_check import ConfigError
     from comdml_jax.data.datasets import DatasetNotFoundError
-    from comdml_jax.experiment import run
+    from comdml_jax.experiment import NonFiniteRunError, run
 
     try:
         summary = run(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
     except (ConfigError, DatasetNotFoundError) as e:  # run_dir.WorkdirError is a ConfigError
         fail(str(e))
+    except NonFiniteRunError as e:  # the run diverged: its last good checkpoint is kept
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(DIVERGED)
     logging.info("summary: %s", summary)
 
 
