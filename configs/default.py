@@ -87,6 +87,21 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.eval_agents_every = 5
     c.eval_agents_subset = 1000
 
+    # --- privacy (SPEC §8; all off by default; checked by comdml_jax.privacy.config) ---
+    c.privacy = ConfigDict()
+    c.privacy.dp = ConfigDict()
+    c.privacy.dp.mechanism = "none"  # none | gaussian | laplace
+    # local (each agent, before its update leaves it) | central (on the aggregate)
+    c.privacy.dp.placement = "local"
+    c.privacy.dp.clip_norm = 1.0  # C: L2 bound (gaussian) or L1 bound (laplace) of each update
+    c.privacy.dp.noise_multiplier = 1.0  # sigma (gaussian): noise std = sigma * C
+    c.privacy.dp.epsilon_per_round = 0.5  # laplace: noise scale C / epsilon_per_round (paper 0.5)
+    c.privacy.dp.delta = 1e-5  # delta at which epsilon is reported (paper 1e-5)
+    c.privacy.nopeek = False  # slow-side loss (1-alpha) CE + alpha dCor(x, z)
+    c.privacy.nopeek_alpha = 0.5  # alpha (paper 0.5)
+    c.privacy.patch_shuffle = False  # shuffle p x p patches of the sent activation
+    c.privacy.patch_size = 2  # p; a remainder of H or W not divisible by p stays in place
+
     # --- output ---
     c.checkpoint_every = 10  # rounds; 0 disables checkpoints
     c.plots = True

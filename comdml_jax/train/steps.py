@@ -1,8 +1,8 @@
 """Local-loss training steps, one pure function per (cut, role) (SPEC §3).
 
-Every step is a pure function ``(state, inputs, labels) -> (state, aux)`` over
-a :class:`TrainState` pytree (params, batch statistics, optimiser state), so it
-can be jitted, vmapped over an agent axis and scanned over batches. Roles:
+Every step is a pure function ``(state, inputs, labels, key=None) -> (state, aux)``
+over a :class:`TrainState` pytree (params, batch statistics, optimiser state), so
+it can be jitted, vmapped over an agent axis and scanned over batches. Roles:
 
 * ``full``: the whole model on the agent's own data.
 * ``slow``: stages [0, S - m) + the auxiliary head, trained on the local loss
@@ -11,8 +11,24 @@ can be jitted, vmapped over an agent axis and scanned over batches. Roles:
 * ``pair``: ``slow`` followed by ``fast`` on its output, one program for both
   agents of a pair; no gradient crosses the cut.
 
-:class:`StepCache` jits each (role, cut) once and hands back the same compiled
-function afterwards.
+Privacy (SPEC §8). The slow and pair steps take a
+:class:`~comdml_jax.privacy.config.PrivacySpec`:
+
+* NoPeek: the slow-side loss becomes (1 - α) CE(aux(z), y) + α dCor(x, z), x the
+  slow agent's input batch and z the unshuffled activation at the cut; the step
+  reports this objective as its loss.
+* Patch shuffling: the detached z is patch-shuffled before it leaves the slow
+  step (:func:`comdml_jax.privacy.shuffle.shuffle_patches`, keyed by the step's
+  trailing ``key``), so the fast side trains on shuffled activations. The aux
+  head pools globally, so it is blind to the shuffle; evaluation runs the
+  unshuffled model.
+
+``key`` is the step's trailing argument in every role so that callers need not
+branch; only a shuffling step reads it (and needs it). With no option on (None,
+or a spec with only DP), every step is traced exactly as without privacy.
+
+:class:`StepCache` jits each (role, cut, step privacy) once and hands back the
+same compiled function afterwards.
 """
 
 from __future__ import annotations
@@ -27,6 +43,9 @@ import optax
 from comdml_jax.models import split
 from comdml_jax.models.conv import compiler_options
 from comdml_jax.models.resnet import BatchStats, Params, StagedModel
+from comdml_jax.privacy.config import PrivacySpec, step_privacy
+from comdml_jax.privacy.nopeek import nopeek_loss
+from comdml_jax.privacy.shuffle import shuffle_patches
 
 Array = jax.Array
 StepFn = Callable[..., tuple[Any, Any]]
@@ -78,9 +97,11 @@ def _apply_grads(tx, state: TrainState, grads, new_stats) -> TrainState:
 
 
 def full_step_fn(model: StagedModel, tx) -> StepFn:
-    """One full-model SGD step: ``(state, x, y) -> (state, loss)``."""
+    """One full-model SGD step: ``(state, x, y, key=None) -> (state, loss)``; ``key`` unused."""
 
-    def step(state: TrainState, x: Array, y: Array):
+    def step(state: TrainState, x: Array, y: Array, key: Array | None = None):
+        del key
+
         def loss_fn(params):
             logits, new_stats = model.apply(params, state.batch_stats, x, train=True)
             return cross_entropy(logits, y), new_stats
@@ -91,31 +112,57 @@ def full_step_fn(model: StagedModel, tx) -> StepFn:
     return step
 
 
-def slow_step_fn(model: StagedModel, tx, cut: int) -> StepFn:
-    """Slow side at ``cut``: ``(state, x, y) -> (state, (z, y, loss))``.
+def slow_step_fn(model: StagedModel, tx, cut: int, privacy: PrivacySpec | None = None) -> StepFn:
+    """Slow side at ``cut``: ``(state, x, y, key=None) -> (state, (z, y, loss))``.
 
-    The loss is the local loss CE(aux(z), y) (paper eq. (2)); z is returned
-    through ``stop_gradient``, so nothing flows back from the partner.
+    The loss is the local loss CE(aux(z), y) (paper eq. (2)), or NoPeek's
+    (1 - α) CE + α dCor(x, z) when ``privacy.nopeek``; z is returned through
+    ``stop_gradient``, so nothing flows back from the partner, and patch-shuffled
+    with ``key`` when ``privacy.patch_shuffle``.
+
+    Args:
+      model: the staged model.
+      tx: the optimiser.
+      cut: the cut m >= 1.
+      privacy: NoPeek and patch shuffling options; None (or neither on): plain step.
+
+    Returns:
+      The pure step.
     """
+    opts = step_privacy(privacy)
+    nopeek = opts is not None and opts.nopeek
+    shuffle = opts is not None and opts.patch_shuffle
 
-    def step(state: TrainState, x: Array, y: Array):
+    def step(state: TrainState, x: Array, y: Array, key: Array | None = None):
+        if shuffle and key is None:
+            raise ValueError("privacy.patch_shuffle needs the step's key argument")
+
         def loss_fn(params):
             logits, z, new_stats = split.slow_forward(
                 model, params, state.batch_stats, x, cut, True
             )
-            return cross_entropy(logits, y), (z, new_stats)
+            loss = cross_entropy(logits, y)
+            if nopeek:
+                loss = nopeek_loss(loss, x, z, opts.nopeek_alpha)
+            return loss, (z, new_stats)
 
         (loss, (z, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        return _apply_grads(tx, state, grads, new_stats), (jax.lax.stop_gradient(z), y, loss)
+        new_state = _apply_grads(tx, state, grads, new_stats)
+        z = jax.lax.stop_gradient(z)
+        if shuffle:
+            z = shuffle_patches(z, key, opts.patch_size)
+        return new_state, (z, y, loss)
 
     return step
 
 
 def fast_step_fn(model: StagedModel, tx, cut: int) -> StepFn:
-    """Fast side at ``cut`` on received activations: ``(state, z, y) -> (state, loss)``
-    (paper eq. (3))."""
+    """Fast side at ``cut`` on received activations: ``(state, z, y, key=None) -> (state, loss)``
+    (paper eq. (3)); ``key`` unused."""
 
-    def step(state: TrainState, z: Array, y: Array):
+    def step(state: TrainState, z: Array, y: Array, key: Array | None = None):
+        del key
+
         def loss_fn(params):
             logits, new_stats = split.fast_forward(model, params, state.batch_stats, z, cut, True)
             return cross_entropy(logits, y), new_stats
@@ -126,17 +173,19 @@ def fast_step_fn(model: StagedModel, tx, cut: int) -> StepFn:
     return step
 
 
-def pair_step_fn(model: StagedModel, tx, cut: int) -> StepFn:
-    """A pair's step: the slow step, then the fast step on its detached output.
+def pair_step_fn(model: StagedModel, tx, cut: int, privacy: PrivacySpec | None = None) -> StepFn:
+    """A pair's step: the slow step, then the fast step on its detached (shuffled) output.
 
-    ``((slow_state, fast_state), x, y) -> ((slow_state, fast_state), (slow_loss, fast_loss))``.
+    ``((slow_state, fast_state), x, y, key=None) ->
+    ((slow_state, fast_state), (slow_loss, fast_loss))``; ``key`` keys the patch
+    shuffle (see :func:`slow_step_fn`).
     """
-    slow = slow_step_fn(model, tx, cut)
+    slow = slow_step_fn(model, tx, cut, privacy)
     fast = fast_step_fn(model, tx, cut)
 
-    def step(states, x: Array, y: Array):
+    def step(states, x: Array, y: Array, key: Array | None = None):
         slow_state, fast_state = states
-        slow_state, (z, y, slow_loss) = slow(slow_state, x, y)
+        slow_state, (z, y, slow_loss) = slow(slow_state, x, y, key)
         fast_state, fast_loss = fast(fast_state, z, y)
         return (slow_state, fast_state), (slow_loss, fast_loss)
 
@@ -158,16 +207,20 @@ def masked(step: StepFn) -> StepFn:
     return wrapped
 
 
+# role -> (model, tx, cut, privacy) -> step; full and fast ignore the privacy options.
 ROLES: dict[str, Callable[..., StepFn]] = {
-    "full": lambda model, tx, cut: full_step_fn(model, tx),
+    "full": lambda model, tx, cut, privacy=None: full_step_fn(model, tx),
     "slow": slow_step_fn,
-    "fast": fast_step_fn,
+    "fast": lambda model, tx, cut, privacy=None: fast_step_fn(model, tx, cut),
     "pair": pair_step_fn,
 }
 
+# Roles whose program the privacy step options change.
+PRIVATE_ROLES = ("slow", "pair")
+
 
 class StepCache:
-    """Jitted steps, one per (role, cut), traced and compiled once each.
+    """Jitted steps, one per (role, cut, step privacy), traced and compiled once each.
 
     Args:
       model: the model.
@@ -183,17 +236,29 @@ class StepCache:
         self.tx = tx
         self.donate = donate
         self.xla_options = compiler_options() if xla_options is None else xla_options
-        self._jitted: dict[tuple[str, int], StepFn] = {}
+        self._jitted: dict[tuple, StepFn] = {}
 
-    def pure(self, role: str, cut: int = 0) -> StepFn:
+    def pure(self, role: str, cut: int = 0, privacy: PrivacySpec | None = None) -> StepFn:
         """The un-jitted step, for composing under vmap/scan."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; expected one of {sorted(ROLES)}")
-        return ROLES[role](self.model, self.tx, cut)
+        return ROLES[role](self.model, self.tx, cut, privacy)
 
-    def get(self, role: str, cut: int = 0) -> StepFn:
-        """The jitted step for (role, cut), compiled on first use."""
-        key = (role, 0 if role == "full" else cut)
+    @staticmethod
+    def key(role: str, cut: int = 0, privacy: PrivacySpec | None = None) -> tuple:
+        """The cache key: ``(role, cut)``, plus the step privacy when it changes the step.
+
+        The key is also :meth:`pure`'s arguments. Privacy that does not change the
+        role's program (off, DP only, or a full/fast role) adds nothing, so those
+        share one compiled step.
+        """
+        opts = step_privacy(privacy) if role in PRIVATE_ROLES else None
+        base = (role, 0 if role == "full" else cut)
+        return base if opts is None else (*base, opts)
+
+    def get(self, role: str, cut: int = 0, privacy: PrivacySpec | None = None) -> StepFn:
+        """The jitted step for (role, cut, step privacy), compiled on first use."""
+        key = self.key(role, cut, privacy)
         if key not in self._jitted:
             donate = (0,) if self.donate else ()
             self._jitted[key] = jax.jit(
