@@ -153,7 +153,7 @@ def breakdown(exp, state) -> dict[str, float]:
     if models is not None and cfg.eval_agents_every:
         t0 = time.perf_counter()
         exp.evaluator.each(*models, limit=cfg.eval_agents_subset)
-        t["evaluate agents (1/%d rounds)" % cfg.eval_agents_every] = (
+        t[f"evaluate agents (1/{cfg.eval_agents_every} rounds)"] = (
             time.perf_counter() - t0
         ) / cfg.eval_agents_every
     return t

@@ -166,6 +166,7 @@ def validate_config(config: ml_collections.ConfigDict):
     )
     _require(_is_bool(c.plots), "plots", c.plots, "use True or False")
     _check_batch_bound(c)
+    _check_privacy(c, METHODS)
     try:
         system = build_system(c)
     except ConfigError:
@@ -174,6 +175,22 @@ def validate_config(config: ml_collections.ConfigDict):
         raise ConfigError(str(e)) from e
     check_aggregation(c, system)
     return system
+
+
+def _check_privacy(c: ml_collections.ConfigDict, methods) -> None:
+    """``privacy.*`` (privacy/config.py), and central DP only where one aggregate exists."""
+    from comdml_jax.privacy.config import PrivacySpec, validate_privacy
+
+    validate_privacy(c)
+    dp = PrivacySpec.from_config(c).dp
+    if dp.enabled and dp.placement == "central" and methods[c.method].per_agent:
+        _require(
+            False,
+            "privacy.dp.placement",
+            dp.placement,
+            f"method {c.method} has no single aggregate to noise (its agents keep their own "
+            "models); use placement='local'",
+        )
 
 
 def _check_data(c: ml_collections.ConfigDict) -> None:

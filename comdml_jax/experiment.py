@@ -25,6 +25,7 @@ duplicates are not charged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from pathlib import Path
@@ -52,6 +53,9 @@ from comdml_jax.data.partition import (
 from comdml_jax.methods import RoundContext, get_method
 from comdml_jax.models import split
 from comdml_jax.models.resnet import build_model
+from comdml_jax.privacy.accounting import Accountant, accountant_from_config, epsilon_metrics
+from comdml_jax.privacy.config import PrivacySpec
+from comdml_jax.privacy.rounds import RoundPrivacy
 from comdml_jax.report import plots, tables
 from comdml_jax.report.writers import JsonlWriter, write_json
 from comdml_jax.system.world import sampled_at
@@ -121,6 +125,8 @@ class Experiment:
     evaluator: Evaluator
     parts: list
     mesh: Any
+    privacy: RoundPrivacy | None = None
+    accountant: Accountant | None = None
 
     @property
     def num_samples(self) -> np.ndarray:
@@ -186,6 +192,7 @@ def build(
         mesh,
         seed,
         on_nonfinite=config.train.get("on_nonfinite", "stop"),
+        privacy=PrivacySpec.from_config(config),
     )
     evaluator = Evaluator(
         model,
@@ -207,6 +214,8 @@ def build(
         evaluator=evaluator,
         parts=parts,
         mesh=mesh,
+        privacy=RoundPrivacy.from_config(config),
+        accountant=accountant_from_config(config),
     )
 
 
@@ -231,6 +240,9 @@ def initial_state(exp: Experiment) -> RunState:
 def round_context(exp: Experiment, round_: int) -> RoundContext:
     """What the method may read about round r (host side)."""
     cfg = exp.config
+    central = None
+    if exp.privacy is not None and exp.privacy.spec.placement == "central":
+        central = functools.partial(exp.privacy.central_noise, round_=round_)
     return RoundContext(
         round=round_,
         seed=int(cfg.seed),
@@ -241,6 +253,7 @@ def round_context(exp: Experiment, round_: int) -> RoundContext:
         profile=exp.profile,
         mesh=exp.mesh,
         aggregation=str(cfg.train.get("aggregation", "psum")),
+        central_noise=central,
     )
 
 
@@ -304,6 +317,10 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         trained = exp.engine.train_agents(start, plan, batches, r, lr)
     except NonFiniteError as e:
         raise NonFiniteRunError(f"method {cfg.method}, {e}. {_KEPT}") from e
+    dp_rounds = int(state.dp_rounds)
+    if exp.privacy is not None:  # DP on the updates, before they leave the agents
+        trained = exp.privacy.release(start, trained, r)
+        dp_rounds += 1
     mstate, merge_info = exp.method.merge(
         state.method, start, trained, plan, ctx, jax.random.fold_in(rng.stream(ctx.seed, "mix"), r)
     )
@@ -368,6 +385,7 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         "exchange_s": timing.exchange_s,
         **extra,
         **merge_info,
+        **epsilon_metrics(exp.accountant, dp_rounds),
         "wall_time_s": wall,
     }
     if int(part.sum()) == 1:
@@ -383,7 +401,7 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         sim_time_s=np.asarray(sim_time),
         best_accuracy=np.asarray(best),
         time_to_target_s=np.asarray(ttt),
-        dp_rounds=state.dp_rounds,
+        dp_rounds=np.asarray(dp_rounds, np.int64),
         wall_time_s=np.asarray(wall),
     )
     return new, record
@@ -440,13 +458,18 @@ def restore_state(exp: Experiment, ckpt: Checkpointer | None = None) -> RunState
 
 
 def summarize(config, records: list[dict]) -> dict:
-    """``summary.json`` from the metrics records."""
-    return {
+    """``summary.json`` from the metrics records (and the ε spent, with DP)."""
+    out = {
         "method": config.method,
         **tables.run_summary(records, config.target_accuracy),
         "target_accuracy": config.target_accuracy,
         "wall_time_s": records[-1]["wall_time_s"] if records else 0.0,
     }
+    spent = [r for r in records if "dp_epsilon" in r]
+    if spent:
+        out["dp_epsilon"] = spent[-1]["dp_epsilon"]
+        out["dp_delta"] = spent[-1]["dp_delta"]
+    return out
 
 
 def write_plots(exp: Experiment, records: list[dict]) -> None:

@@ -52,7 +52,7 @@ class RoundContext:
       mesh: the agent mesh that merges run over.
       aggregation: the collective that sums across the mesh (``train.aggregation``).
       central_noise: adds central DP noise to a merged model (None: no central DP):
-        ``central_noise(base, merged, trained, num_samples, key) -> merged``.
+        ``central_noise(base, merged, trained, num_samples) -> merged``.
     """
 
     round: int
@@ -131,9 +131,7 @@ class GlobalState(NamedTuple):
     model: ModelVars
 
 
-def average(
-    trained: AgentModels, base: ModelVars, ctx: RoundContext, key=None
-) -> tuple[ModelVars, dict]:
+def average(trained: AgentModels, base: ModelVars, ctx: RoundContext) -> tuple[ModelVars, dict]:
     """The data-size-weighted average of the trained agents (SPEC §4), as one model.
 
     Σ N_i w_i / Σ N_i over the agents in ``trained`` (BN statistics included);
@@ -145,7 +143,6 @@ def average(
       trained: the round's trained agents.
       base: the round's starting model (unused aux heads, and the base of central noise).
       ctx: the round context (weights, mesh, collective, central noise).
-      key: the key of the central noise.
 
     Returns:
       (the new model, {"merged": agents averaged}).
@@ -160,7 +157,7 @@ def average(
         aux[f"m{m}"] = aggregate.weighted_average(heads, sizes[list(who)], ctx.mesh)
     new = ModelVars(params, stats, aux)
     if ctx.central_noise is not None:
-        new = ctx.central_noise(base, new, trained, sizes, key)
+        new = ctx.central_noise(base, new, trained, sizes)
     return new, {"merged": list(trained.order)}
 
 
@@ -182,10 +179,10 @@ class GlobalModelMethod:
         return StartModels(mstate.model)
 
     def merge(self, mstate, start, trained, plan, ctx, key):
-        del start, plan
+        del start, plan, key
         if not trained.order:  # every group was dropped (train.on_nonfinite='skip')
             return mstate, {"merged": []}
-        model, info = average(trained, mstate.model, ctx, key)
+        model, info = average(trained, mstate.model, ctx)
         return GlobalState(model), info
 
     def consensus(self, mstate: GlobalState, ctx: RoundContext) -> ModelVars:

@@ -43,12 +43,14 @@ from comdml_jax.data.agents import AgentBatches
 from comdml_jax.data.augment import augment, batch_key
 from comdml_jax.models import split
 from comdml_jax.models.resnet import StagedModel
+from comdml_jax.privacy.config import PrivacySpec, step_privacy
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train import aggregate, steps
 
 Array = jax.Array
 PyTree = Any
 BACKENDS = ("auto", "loop", "vmap")
+PATCH_SHUFFLE_STREAM = 0x5EED  # folded into a batch's key for its patch permutations
 
 
 class ModelVars(NamedTuple):
@@ -220,9 +222,12 @@ class Engine:
       on_nonfinite: ``stop`` raises :class:`NonFiniteError` naming the group when a
         trained group's loss or parameters are not finite; ``skip`` drops that
         group's update (its agents are left out of the merge) and reports it.
+      privacy: the run's privacy options; NoPeek and patch shuffling change the
+        slow side of pair steps (``train.steps``), DP acts outside the engine.
 
     The engine keeps one cache of compiled programs, :attr:`programs`, keyed by
-    (program, role, cut); :attr:`traces` counts how often each was traced, so a
+    (program, role, cut) plus the step privacy where it changes the program
+    (``StepCache.key``); :attr:`traces` counts how often each was traced, so a
     test can check that rounds never re-trace.
     """
 
@@ -235,6 +240,7 @@ class Engine:
         mesh,
         seed: int,
         on_nonfinite: str = "stop",
+        privacy: PrivacySpec | None = None,
     ):
         if on_nonfinite not in ON_NONFINITE:
             raise ValueError(f"train.on_nonfinite={on_nonfinite!r} is not one of {ON_NONFINITE}")
@@ -246,13 +252,14 @@ class Engine:
         self.on_nonfinite = on_nonfinite
         self.home = SingleDeviceSharding(mesh.devices.flat[0])
         self.key = rng.stream(seed, "augment")
+        self.privacy = step_privacy(privacy)
         self.steps = steps.StepCache(model, tx)
         self.programs: dict[tuple[str, str, int], Callable] = {}
         self.traces: collections.Counter = collections.Counter()
 
     def _program(self, kind: str, role: str, cut: int, build: Callable[[], Callable], **jit_kw):
         """The jitted program ``kind`` for (role, cut), built and jitted once."""
-        k = (kind, role, cut)
+        k = (kind, *steps.StepCache.key(role, cut, self.privacy))
         if k not in self.programs:
             fn = build()
 
@@ -288,12 +295,15 @@ class Engine:
 
     def _data_step(self, role: str, cut: int):
         """``(state, x_all, y_all, idx, key) -> (state, loss)``: gather, augment, step."""
-        step = self.steps.pure(role, cut)
+        step = self.steps.pure(role, cut, self.privacy)
         data = self.data
+        shuffles = role == "pair" and self.privacy is not None and self.privacy.patch_shuffle
 
         def run(state, x_all, y_all, idx, key):
             x, y = data.batch(x_all, y_all, idx, key)
-            state, aux = step(state, x, y)
+            # The patch shuffle's key: the batch's key on its own stream (SPEC §8).
+            args = (jax.random.fold_in(key, PATCH_SHUFFLE_STREAM),) if shuffles else ()
+            state, aux = step(state, x, y, *args)
             loss = aux[1] if role == "pair" else aux  # the real head's loss
             return state, loss
 

@@ -1,0 +1,149 @@
+"""DP in the round: between the engine's training and the method's merge (DESIGN.md).
+
+``run_round`` hands :class:`RoundPrivacy` every participant's starting and
+trained model. Each agent's update is its whole model delta, one pytree: its
+params and BN statistics (for a slow agent of a pair, its front joined with the
+back its partner trained for it: both halves depend only on its data, so the
+pair's row is clipped as one update of sensitivity C) and, for a slow agent,
+its auxiliary head. :func:`comdml_jax.privacy.dp.privatize` clips (and, placed
+``local``, noises) the stacked updates; the released models are start + update,
+with BN variances clamped at >= 0 (post-processing). Placed ``central``, the
+method's merge calls :meth:`RoundPrivacy.central_noise` on its aggregate, which
+adds the noise once to the averaged update of every aggregate (the model, and
+each cut's auxiliary head, each with its own weights).
+
+Keys: agent i's noise in round r uses fold_in(fold_in(stream(seed, "dp"), r), i);
+the central noise fold_in(fold_in(stream(seed, "dp"), r), K) (no agent has index K).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from comdml_jax import rng
+from comdml_jax.privacy import dp
+from comdml_jax.privacy.config import DpSpec, PrivacySpec
+from comdml_jax.train.engine import AgentModels, ModelVars, StartModels
+
+PyTree = Any
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _release(start: PyTree, trained: PyTree, keys, spec: DpSpec) -> PyTree:
+    """start + privatize(trained − start), row by row, BN variances clamped."""
+    updates = jax.tree.map(lambda t, s: t - s, trained, start)
+    tx = dp.privatize(spec)
+    private, _ = tx.update(updates, tx.init(updates), keys=keys)
+    # Where DP left a coordinate's update as it was, release the trained value itself:
+    # start + (trained - start) is not trained in floating point, and DP at zero noise
+    # and infinite clip must change nothing, bit for bit.
+    released = jax.tree.map(
+        lambda t, s, u, v: jnp.where(u == v, t, s + v), trained, start, updates, private
+    )
+    return dp.clamp_variances(released)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _noised_mean(base: PyTree, mean: PyTree, weights, key, spec: DpSpec) -> PyTree:
+    update = jax.tree.map(lambda m, b: m - b, mean, base)
+    noisy = dp.central_noise(update, key, spec, weights)
+    return dp.clamp_variances(jax.tree.map(lambda b, u: b + u, base, noisy))
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundPrivacy:
+    """The run's DP on model updates.
+
+    Attributes:
+      spec: the DP options (``privacy.dp``).
+      seed: the run seed (the ``dp`` key stream).
+      num_agents: K.
+    """
+
+    spec: DpSpec
+    seed: int
+    num_agents: int
+
+    @classmethod
+    def from_config(cls, config) -> RoundPrivacy | None:
+        """None when ``privacy.dp.mechanism`` is ``none``."""
+        spec = PrivacySpec.from_config(config).dp
+        return cls(spec, int(config.seed), int(config.num_agents)) if spec.enabled else None
+
+    def _key(self, round_: int):
+        return jax.random.fold_in(rng.stream(self.seed, "dp"), round_)
+
+    def release(self, start: StartModels, trained: AgentModels, round_: int) -> AgentModels:
+        """Every trained agent's model as it leaves the agent: start + clipped (noised) update.
+
+        Args:
+          start: the participants' starting models.
+          trained: the engine's trained agents.
+          round_: the round r (keys the noise).
+
+        Returns:
+          ``trained`` with its models replaced by the released ones.
+        """
+        if not trained.order:
+            return trained
+        order = np.asarray(trained.order, np.int64)
+        home = next(iter(jax.tree.leaves(trained.params)[0].devices()))
+        start = dataclasses.replace(start, model=jax.device_put(start.model, home))
+        rows = start.rows(order)
+        p = len(order)
+        # One update per agent: its model, plus one slot per used cut's aux head
+        # (zero for agents that did not use that cut; they release nothing there).
+        heads_start, heads_trained = {}, {}
+        for m, (heads, who) in trained.aux.items():
+            at = trained.rows_of(who)
+            base = start.model.aux[f"m{m}"]
+            full_start = jax.tree.map(lambda b: jnp.broadcast_to(b, (p, *b.shape)), base)
+            heads_start[m] = full_start
+            heads_trained[m] = jax.tree.map(lambda s, h, at=at: s.at[at].set(h), full_start, heads)
+        s_tree = {"params": rows.params, "batch_stats": rows.batch_stats, "aux": heads_start}
+        t_tree = {
+            "params": trained.params,
+            "batch_stats": trained.batch_stats,
+            "aux": heads_trained,
+        }
+        keys = jax.vmap(lambda i: jax.random.fold_in(self._key(round_), i))(jnp.asarray(order))
+        s_tree, t_tree, keys = jax.device_put((s_tree, t_tree, keys), home)
+        out = _release(s_tree, t_tree, keys, self.spec)
+        aux = {}
+        for m, (_, who) in trained.aux.items():
+            at = trained.rows_of(who)
+            aux[m] = (jax.tree.map(lambda x, at=at: x[at], out["aux"][m]), who)
+        return dataclasses.replace(
+            trained, params=out["params"], batch_stats=out["batch_stats"], aux=aux
+        )
+
+    def central_noise(
+        self, base: ModelVars, merged: ModelVars, trained: AgentModels, sizes, round_: int
+    ) -> ModelVars:
+        """Central DP: noise once on each averaged update (model, each used aux head)."""
+        if self.spec.placement != "central":
+            return merged
+        sizes = np.asarray(sizes, np.float64)
+        key = jax.random.fold_in(self._key(round_), self.num_agents)
+        w = jnp.asarray(sizes[list(trained.order)], jnp.float32)
+        params, stats = _noised_mean(
+            (base.params, base.batch_stats),
+            (merged.params, merged.batch_stats),
+            w,
+            jax.random.fold_in(key, 0),
+            self.spec,
+        )
+        aux = dict(merged.aux)
+        for m, (_, who) in trained.aux.items():
+            name = f"m{m}"
+            wm = jnp.asarray(sizes[list(who)], jnp.float32)
+            aux[name] = _noised_mean(
+                base.aux[name], merged.aux[name], wm, jax.random.fold_in(key, m), self.spec
+            )
+        return ModelVars(params, stats, aux)
