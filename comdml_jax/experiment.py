@@ -29,7 +29,7 @@ from comdml_jax.data.datasets import dataset_from_config
 from comdml_jax.data.partition import (
     class_counts,
     label_skew,
-    partition_from_config,
+    partition_for_run,
     plot_partition,
 )
 from comdml_jax.methods import get_method
@@ -128,7 +128,7 @@ def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) ->
     method = get_method(config.method)
     seed = int(config.seed)
     dataset = dataset_from_config(config.data, seed)
-    parts = partition_from_config(config.data, dataset.y_train, config.num_agents, seed)
+    parts = partition_for_run(config, dataset.y_train)
     model = build_model(
         config.model.name,
         num_classes=dataset.num_classes,
