@@ -39,24 +39,32 @@ breadth-first search (BFS) from every participant: O(|P| · E)).
     a bit-parallel BFS from all participants on both graphs.
   - H. A tree (a ring with an agent down) is exact with two BFS sweeps; a
     cycle (the full ring) from the agents' positions along it. Otherwise
-    eccentricity bounds: e(w) = max_{t in P} hops(w, t) is computed exactly for
-    batches of 64 participants at a time (bit-parallel BFS, one uint64 word
-    per agent), and e(v) <= e(w) + hops(v, w) certifies every participant v
-    within e(w) - lb hops of such a w, where lb, the largest e(w) found, is a
-    lower bound on H. The batches are the participants farthest from the best
-    connected one (to raise lb early), then the uncertified participants with
-    most links. When none is left uncertified, H = lb exactly.
-  - Work limit. Both exact searches count their word operations (one per link
-    end and uint64 word per BFS level). Before a batch would exceed
-    ``max_work`` (default :data:`MAX_ROUTE_WORK`, a few seconds of numpy on
-    one core), route_stats stops and returns bounds instead, with
-    ``RouteStats.exact = False``: H_ub = max_{v in P} min_w (e(w) + hops(v, w))
-    over the searched w (so H <= H_ub <= 2 · e(best connected participant)),
-    an upper bound, and for β the largest link speed proven to keep the hop
-    counts (at least the slowest link of the component), a lower bound. Both
-    bounds err towards a slower AllReduce. Small graphs never reach the limit;
-    the targets of issue 14 (K = 10,000 at p = 0.01, K = 100,000 at p = 10/K,
-    any ring) stay exact (benchmarks/scheduler_scale.py prints the flag).
+    eccentricity certificates: e(w) = max_{t in P} hops(w, t) is computed
+    exactly for batches of participants (a bit-parallel BFS: one bit per
+    source, 64 sources per uint64 word, up to 4 words per gather), and
+    e(v) <= e(w) + hops(v, w) certifies every participant v within
+    lb - e(w) hops of such a w, where lb, the largest e(w) found so far, is a
+    lower bound on H. The first batches are the 64 participants farthest from
+    the best-connected one and the 64 farthest from the most eccentric of
+    those (to raise lb early), then the uncertified participants with most
+    links. When none is left uncertified, H = lb exactly. In the worst case
+    (every e(w) = H, as in dense random graphs) this is one bit-parallel BFS
+    from every participant: (|P| / 64) · H · (K + 2E) word operations.
+  - Work limit. The searches count those word operations. Before a batch
+    would exceed ``max_work`` (default :data:`MAX_ROUTE_WORK` = 2e9, a few
+    seconds of numpy on one core), route_stats stops and returns bounds
+    instead, with ``RouteStats.exact = False``: for H the upper bound
+    H_ub = max_{v in P} min_w (e(w) + hops(v, w)) over the searched w (so
+    H <= H_ub <= 2 · e(best-connected participant)), and for β the largest
+    link speed proven to keep the hop counts (at least the slowest link of
+    the component), a lower bound. Both err towards a slower AllReduce (more
+    latency, less bandwidth). Graphs whose worst case is below the limit are
+    always exact: K = 10,000 at p = 0.01 (about 4e8), K = 100,000 at p = 10/K
+    (certificates finish early), any ring. K = 100,000 at p = 0.01 (50M edges,
+    about 4e11) gets the bounds: H_ub = 5 where H = 3 almost surely (mean
+    degree 800), i.e. 2 more hops on each of the 2 · log2(p) + 2 steps of
+    the AllReduce, 0.07 s at α = 1 ms (benchmarks/scheduler_scale.py --huge
+    prints the flag).
 
 Caching. Results are stored on the ``Links`` object (``Links.cache``):
 :func:`route_stats` and :func:`components` per participant set (keyed by a
@@ -70,6 +78,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
@@ -175,13 +184,46 @@ def _edges_of(indptr, indices, nodes) -> tuple[IntArray, IntArray]:
 
 
 def _hops_from(indptr, indices, source: int) -> IntArray:
-    """[n] hop distances from one source (-1: unreachable): BFS in C, then depths."""
+    """[n] hop distances from one source (-1: unreachable): BFS in C, then depths.
+
+    For CSR with sorted rows (scipy sorts unsorted ones first); see :func:`_levels`.
+    """
     n = len(indptr) - 1
     graph = scipy.sparse.csr_matrix((np.ones(len(indices), np.int8), indices, indptr), shape=(n, n))
     order, pred = csgraph.breadth_first_order(
-        graph, int(source), directed=False, return_predecessors=True
+        graph,
+        int(source),
+        directed=True,
+        return_predecessors=True,  # both directions stored
     )
     return _depths(order, pred, int(source), n)
+
+
+def _distinct(nodes: IntArray, n: int) -> IntArray:
+    """The distinct values of ``nodes`` (in 0..n-1), ascending: a mask when many, else a sort."""
+    if nodes.size > n // 8:
+        mark = np.zeros(n, bool)
+        mark[nodes] = True
+        return np.flatnonzero(mark)
+    return np.unique(nodes)
+
+
+def _levels(g: _Graph, source: int) -> IntArray:
+    """[n] hop distances from one source (-1: unreachable), level by level in numpy.
+
+    Any row order (scipy's BFS would sort the rows first).
+    """
+    n = g.n
+    dist = np.full(n, -1, np.int64)
+    dist[source] = 0
+    frontier = np.array([source], np.int64)
+    d = 0
+    while frontier.size:
+        _, nbr = g.edges_of(frontier)
+        frontier = _distinct(nbr[dist[nbr] < 0], n)
+        d += 1
+        dist[frontier] = d
+    return dist
 
 
 def _depths(order: IntArray, pred: IntArray, source: int, n: int) -> IntArray:
@@ -304,7 +346,9 @@ def components(links: Links, nodes: BoolArray) -> IntArray:
             graph = scipy.sparse.csr_matrix(
                 (np.ones(len(links.indices), np.int8), links.indices, links.indptr), shape=(k, k)
             )
-            _, comp = csgraph.connected_components(graph, directed=False)
+            # both directions are stored, so strong components are the components (and
+            # scipy's undirected mode would first build the transpose)
+            _, comp = csgraph.connected_components(graph, directed=True, connection="strong")
             idx = np.flatnonzero(nodes)
             names, first = np.unique(comp[idx], return_index=True)  # idx ascending: lowest
             lowest = np.zeros(int(comp.max(initial=0)) + 1, np.int64)
@@ -405,6 +449,20 @@ class _Graph:
     def n(self) -> int:
         return len(self.indptr) - 1
 
+    @functools.cached_property
+    def rows(self) -> IntArray:
+        """[2E] the tail of each CSR entry."""
+        return np.repeat(np.arange(self.n), np.diff(self.indptr))
+
+    def edges_of(self, nodes: IntArray) -> tuple[IntArray, IntArray]:
+        """(tail, head) of every link out of ``nodes`` (distinct): a gather, or a mask when many."""
+        if nodes.size > self.n // 8:
+            mark = np.zeros(self.n, bool)
+            mark[nodes] = True
+            sel = mark[self.rows]
+            return self.rows[sel], self.indices[sel]
+        return _edges_of(self.indptr, self.indices, nodes)
+
     @property
     def step_cost(self) -> int:
         """Word operations of one BFS level for one 64-source word."""
@@ -495,9 +553,9 @@ def _participant_diameter(g: _Graph, p: BoolArray, budget: _Budget) -> tuple[int
 
 def _tree_diameter(g: _Graph, P: IntArray) -> int:
     """Two sweeps: in a tree the farthest participant from any node ends a P-diameter."""
-    d = _hops_from(g.indptr, g.indices, int(P[0]))
+    d = _levels(g, int(P[0]))
     u = int(P[np.argmax(d[P])])
-    return int(_hops_from(g.indptr, g.indices, u)[P].max())
+    return int(_levels(g, u)[P].max())
 
 
 def _cycle_diameter(g: _Graph, P: IntArray) -> int:
@@ -577,8 +635,10 @@ def _step(g: _Graph, row: np.ndarray) -> np.ndarray:
 
 def _push_first_step(g: _Graph, row: np.ndarray, sources: IntArray) -> np.ndarray:
     """:func:`_step` from rows that hold only the sources' own bits: O(their links)."""
-    _, head = _edges_of(g.indptr, g.indices, sources)
-    i = np.repeat(np.arange(len(sources)), np.diff(g.indptr)[sources])
+    tail, head = g.edges_of(sources)
+    bit = np.empty(g.n, np.int64)
+    bit[sources] = np.arange(len(sources))
+    i = bit[tail]
     out = row.copy()
     np.bitwise_or.at(out, (head, i // _WORD), _ONE << (i % _WORD).astype(np.uint64))
     return out
@@ -608,29 +668,29 @@ def _spread_max(g: _Graph, best: IntArray, seeds: IntArray, values: IntArray) ->
     """best[v] = max(best[v], max_w values_w - hops(v, w)) for values >= 0, in place."""
     up = values > best[seeds]
     np.maximum.at(best, seeds[up], values[up])
-    frontier = np.unique(seeds[up])
+    frontier = _distinct(seeds[up], g.n)
     while frontier.size:
         frontier = frontier[best[frontier] > 0]
         if not frontier.size:
             break
-        tail, head = _edges_of(g.indptr, g.indices, frontier)
+        tail, head = g.edges_of(frontier)
         val = best[tail] - 1
         better = val > best[head]
         np.maximum.at(best, head[better], val[better])
-        frontier = np.unique(head[better])
+        frontier = _distinct(head[better], g.n)
 
 
 def _spread_min(g: _Graph, seeds: IntArray, values: IntArray) -> IntArray:
     """[n] min_w values_w + hops(v, w) over the seeds (a multi-source BFS with offsets)."""
     best = np.full(g.n, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(best, seeds, values)
-    frontier = np.unique(seeds)
+    frontier = _distinct(seeds, g.n)
     while frontier.size:
-        tail, head = _edges_of(g.indptr, g.indices, frontier)
+        tail, head = g.edges_of(frontier)
         val = best[tail] + 1
         better = val < best[head]
         np.minimum.at(best, head[better], val[better])
-        frontier = np.unique(head[better])
+        frontier = _distinct(head[better], g.n)
     return best
 
 
@@ -640,7 +700,7 @@ def _certified_diameter(g: _Graph, P: IntArray, budget: _Budget) -> tuple[int, b
     deg = np.diff(g.indptr)
     level_cost = g.step_cost
     centre = int(P[np.lexsort((P, -deg[P]))][0])
-    d_centre = _hops_from(g.indptr, g.indices, centre)
+    d_centre = _levels(g, centre)
     src, ecc = [np.array([centre])], [np.array([int(d_centre[P].max())])]
     lb = int(ecc[0][0])
     exact = True
@@ -661,7 +721,7 @@ def _certified_diameter(g: _Graph, P: IntArray, budget: _Budget) -> tuple[int, b
     far = P[np.lexsort((P, deg[P], -d_centre[P]))][:_WORD]
     if batch(far):
         u = int(far[np.argmax(ecc[-1])])
-        d_u = _hops_from(g.indptr, g.indices, u)
+        d_u = _levels(g, u)
         exact = batch(P[np.lexsort((P, deg[P], -d_u[P]))][:_WORD])
     else:
         exact = False

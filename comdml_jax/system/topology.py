@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 
 import networkx as nx
 import numpy as np
+import scipy.sparse
 from ml_collections import ConfigDict
 
 from comdml_jax.system.profiles import Purpose, rng_for
@@ -117,21 +118,21 @@ class Topology:
 def _csr(k: int, u: IntArray, v: IntArray) -> tuple[IntArray, IntArray]:
     """CSR of the undirected edges (u < v, unique, sorted by (u, v)) in O(K + E).
 
-    Row i lists its lower neighbours (the u of edges (u, i)) and then its upper
-    ones (the v of edges (i, v)), so it comes out sorted.
+    Row i lists its lower neighbours (the u of edges (u, i), from the transpose,
+    a counting sort in scipy) and then its upper ones (the v of edges (i, v)),
+    so it comes out sorted.
     """
     e = len(u)
-    low = np.bincount(v, minlength=k)
     up = np.bincount(u, minlength=k)
+    up_indptr = np.concatenate([[0], np.cumsum(up)]).astype(np.int64)
+    upper = scipy.sparse.csr_matrix((np.ones(e, np.int8), v, up_indptr), shape=(k, k))
+    lower = upper.tocsc()  # column i: the u < i of edges (u, i), ascending
+    low = np.diff(lower.indptr)
     indptr = np.concatenate([[0], np.cumsum(low + up)]).astype(np.int64)
     indices = np.empty(2 * e, np.int64)
     at = np.arange(e, dtype=np.int64)
-    up_start = np.cumsum(up) - up
-    indices[indptr[u] + low[u] + at - up_start[u]] = v
-    by_v = np.argsort(v, kind="stable")  # within a v, u stays ascending
-    vs = v[by_v]
-    low_start = np.cumsum(low) - low
-    indices[indptr[vs] + at - low_start[vs]] = u[by_v]
+    indices[np.repeat(indptr[:-1] + low - up_indptr[:-1], up) + at] = v
+    indices[np.repeat(indptr[:-1] - lower.indptr[:-1], low) + at] = lower.indices
     return indptr, indices
 
 
@@ -171,10 +172,10 @@ def _random(k: int, params: ConfigDict, seed: int) -> EdgeList:
             last = int(pos[-1])
             chunk = max(16, chunk // 8)
         lin = np.concatenate(found)
-    # Pair (i, j), i < j, has row-major position off(i) + j - i - 1.
+    # Pair (i, j), i < j, has row-major position off(i) + j - i - 1; lin is ascending.
     rows = np.arange(k, dtype=np.int64)
     off = rows * (2 * k - rows - 1) // 2
-    u = np.searchsorted(off, lin, side="right") - 1
+    u = np.repeat(rows, np.diff(np.searchsorted(lin, np.append(off, pairs))))
     return u, lin - off[u] + u + 1
 
 
@@ -373,13 +374,13 @@ def _link_capacities(topology: Topology, bw: FloatArray) -> Links:
     bw.flags.writeable = False
     if topology.complete:
         return Links(topology.num_agents, True, bandwidth_mbps=bw)
-    k = topology.num_agents
-    rows = np.repeat(np.arange(k), np.diff(topology.indptr))
-    caps = np.minimum(bw[rows], bw[topology.indices])
-    keep = caps > 0
-    rows, cols, caps = rows[keep], topology.indices[keep], caps[keep]
-    indptr = np.searchsorted(rows, np.arange(k + 1)).astype(np.int64)
-    return Links(k, False, indptr=indptr, indices=cols, caps=caps)
+    k, indptr = topology.num_agents, topology.indptr
+    on = bw > 0  # c_ij = min(bw_i, bw_j) > 0 iff both are connected
+    keep = np.repeat(on, np.diff(indptr)) & on[topology.indices]
+    cols = topology.indices[keep]
+    kept = np.concatenate([[0], np.cumsum(keep)])[indptr].astype(np.int64)
+    caps = np.minimum(np.repeat(bw, np.diff(kept)), bw[cols])
+    return Links(k, False, indptr=kept, indices=cols, caps=caps)
 
 
 def as_links(x) -> Links:
