@@ -47,7 +47,7 @@ from comdml_jax.data.datasets import Dataset, dataset_from_config
 from comdml_jax.data.partition import (
     class_counts,
     label_skew,
-    partition_from_config,
+    partition_for_run,
     plot_partition,
 )
 from comdml_jax.methods import RoundContext, get_method
@@ -161,7 +161,7 @@ def build(
     seed = int(config.seed)
     if dataset is None:
         dataset = dataset_from_config(config.data, seed)
-    parts = partition_from_config(config.data, dataset.y_train, config.num_agents, seed)
+    parts = partition_for_run(config, dataset.y_train)
     check_partition(config, parts)  # every agent's data against the batch, before any work
     model = build_model(
         config.model.name,

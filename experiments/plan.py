@@ -4,11 +4,15 @@
 
 The split profile comes from ``comdml_jax.train.profile.split_profile`` (one
 model compile, cached), or from ``--profile_json`` (the ``comdml-profile
---json`` output) to skip the compile. Batches per agent assume an IID equal
-split of the training set (``data.train_subset`` or the full train split):
-agent i gets ⌊N/K⌋ or ⌈N/K⌉ samples, Ñ_i = ⌈N_i / B⌉. With
-``system.sweep_cuts`` (configs/table1.py) it also prices every cut forced on
-the planned pairs and names the cut the scheduler picks.
+--json`` output) to skip the compile. Batches per agent are a training run's:
+the config's data set (``data.train_subset``; only the labels are used, from
+the decoded-array cache) split by ``data.partition`` exactly as
+``experiment.build`` splits it (``data.partition.partition_for_run``), and
+Ñ_i = local_epochs · ⌈N_i / B⌉ as ``data.agents.make_epoch_batches`` counts
+them. A ``num_agents`` that leaves an agent without samples is refused (as a
+training run refuses it). With ``system.sweep_cuts`` (configs/table1.py) it
+also prices every cut forced on the planned pairs and names the cut the
+scheduler picks.
 
 --json prints one object per round: ``round``, ``pairs`` ([slow, fast, cut,
 layers_offloaded] each), ``round_time_s``, ``alone_round_time_s``,
@@ -26,6 +30,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
+from comdml_jax.data.datasets import dataset_from_config
+from comdml_jax.data.partition import partition_for_run
 from comdml_jax.system import RoundPlan, SplitProfile, build_system
 from comdml_jax.system.timing import alone_s
 from comdml_jax.system.world import RoundState, System
@@ -38,7 +44,6 @@ _PROFILE_JSON = flags.DEFINE_string(
 )
 _MAX_AGENTS = flags.DEFINE_integer("max_agents", 40, "Per-agent rows shown in text mode.")
 
-TRAIN_SAMPLES = {"cifar10": 50_000, "cifar100": 50_000, "cinic10": 90_000}
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "cinic10": 10}
 
 
@@ -49,21 +54,47 @@ def _compiled_profile(model_name: str, batch_size: int, num_classes: int) -> Spl
     return split_profile(model_name, batch_size, num_classes)
 
 
-def load_profile(config: ConfigDict, profile_json: str = "") -> SplitProfile:
-    """The config's split profile, from a JSON file or by compiling the model."""
+def load_profile(config: ConfigDict, profile_json: str = "", num_classes: int = 0) -> SplitProfile:
+    """The config's split profile, from a JSON file or by compiling the model.
+
+    Args:
+      config: the run config.
+      profile_json: a SplitProfile JSON file; empty to compile.
+      num_classes: the data set's classes (default: by ``data.name``).
+
+    Returns:
+      The split profile.
+    """
     if profile_json:
         with open(profile_json) as f:
             return SplitProfile.from_json(f.read())
-    classes = NUM_CLASSES[config.data.name]
+    classes = num_classes or NUM_CLASSES[config.data.name]
     return _compiled_profile(config.model.name, config.train.batch_size, classes)
 
 
-def equal_split_batches(config: ConfigDict) -> np.ndarray:
-    """[K] Ñ_i for an IID equal split of the training set (module docstring)."""
-    total = config.data.train_subset or TRAIN_SAMPLES[config.data.name]
-    k, b = config.num_agents, config.train.batch_size
-    samples = np.full(k, total // k) + (np.arange(k) < total % k)
-    return -(-samples // b)
+def batches_of(parts, batch_size: int, local_epochs: int) -> np.ndarray:
+    """[K] Ñ_i = local_epochs · ⌈N_i / B⌉, the count of ``make_epoch_batches``."""
+    sizes = np.array([len(p) for p in parts], np.int64)
+    return local_epochs * -(-sizes // batch_size)
+
+
+def run_batches(config: ConfigDict) -> tuple[np.ndarray, int]:
+    """[K] Ñ_i of a training run of ``config``, and the data set's classes (module docstring).
+
+    Args:
+      config: the run config.
+
+    Returns:
+      (num_batches, num_classes).
+
+    Raises:
+      ConfigError: ``num_agents`` leaves an agent without samples.
+    """
+    dataset = dataset_from_config(config.data, int(config.seed))
+    parts = partition_for_run(config, np.asarray(dataset.y_train))
+    return batches_of(
+        parts, config.train.batch_size, config.train.local_epochs
+    ), dataset.num_classes
 
 
 def _sweep_pairs(
@@ -195,8 +226,8 @@ def main(argv):
     del argv
     config = _CONFIG.value
     system = build_system(config)
-    profile = load_profile(config, _PROFILE_JSON.value)
-    batches = equal_split_batches(config)
+    batches, num_classes = run_batches(config)
+    profile = load_profile(config, _PROFILE_JSON.value, num_classes)
     sweep = bool(config.system.get("sweep_cuts", False))
     for r in range(_ROUNDS.value):
         rec = plan_round(system, r, batches, profile, sweep)

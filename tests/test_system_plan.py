@@ -22,8 +22,14 @@ def test_table1_config_is_the_paper_setting():
     assert tuple(c2.system.cpu) == (2.0, 1.0) and tuple(c2.system.bandwidth_mbps) == (100.0, 100.0)
     # 20,096 s / 5,573 s = 8 ** gamma
     assert 8**c1.system.cpu_gamma == pytest.approx(20096 / 5573)
+
+
+def test_table1_agents_hold_half_of_cifar10_each(cifar10_dir):
+    c1 = table1.get_config("1")
+    c1.data.data_dir = cifar10_dir
     # CIFAR-10's 50,000 training images split in two, batches of 100
-    assert plan_cli.equal_split_batches(c1).tolist() == [250, 250]
+    batches, classes = plan_cli.run_batches(c1)
+    assert batches.tolist() == [250, 250] and classes == 10
 
 
 def test_per_cut_sweep_contains_the_pick():
@@ -39,7 +45,7 @@ def test_per_cut_sweep_contains_the_pick():
         assert layers == rec["per_cut"][cut]["layers_offloaded"]
 
 
-def test_cli_json(tmp_path):
+def test_cli_json(tmp_path, cifar10_dir):
     path = tmp_path / "profile.json"
     path.write_text(resnet56_profile().to_json())
     out = {}
@@ -53,6 +59,7 @@ def test_cli_json(tmp_path):
                 "--json",
                 "--rounds=2",
                 f"--profile_json={path}",
+                f"--config.data.data_dir={cifar10_dir}",
             ],
             cwd=ROOT,
             capture_output=True,

@@ -216,3 +216,42 @@ def partition_from_config(data_cfg, labels: np.ndarray, num_agents: int, seed: i
             f"unknown data.partition {data_cfg.partition!r}; choose from {sorted(PARTITIONS)}"
         )
     return PARTITIONS[data_cfg.partition](data_cfg, labels, num_agents, seed)
+
+
+def partition_for_run(config, labels: np.ndarray) -> Partition:
+    """The run's partition, as training and ``experiments.plan`` both use it.
+
+    :func:`partition_from_config` with the config's ``num_agents`` and
+    ``seed``, refusing a split that leaves an agent without samples (it would
+    have zero batches and finish every round instantly, so it would look like
+    the ideal fast partner).
+
+    Args:
+      config: a run config (``num_agents``, ``seed``, ``data.*``).
+      labels: int [N] training labels (after ``data.train_subset``).
+
+    Returns:
+      K sorted int64 index arrays, none empty.
+
+    Raises:
+      ConfigError: some agent would hold no samples.
+    """
+    from comdml_jax.config_check import ConfigError
+
+    k, n = int(config.num_agents), int(np.asarray(labels).shape[0])
+    subset = config.data.train_subset
+    where = f"the {n} training samples (data.train_subset={subset})"
+    if k > n:
+        raise ConfigError(
+            f"--config.num_agents={k} is invalid: {where} cannot give every agent a sample; "
+            f"use num_agents <= {n} or a larger data.train_subset"
+        )
+    parts = partition_from_config(config.data, labels, k, int(config.seed))
+    empty = [i for i, p in enumerate(parts) if p.shape[0] == 0]
+    if empty:
+        raise ConfigError(
+            f"--config.num_agents={k} is invalid: data.partition={config.data.partition!r} over "
+            f"{where} leaves {len(empty)} agent(s) without samples (first: agent {empty[0]}); "
+            "use fewer agents, a larger data.train_subset or a larger data.min_samples_per_agent"
+        )
+    return parts

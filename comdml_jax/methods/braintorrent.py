@@ -40,8 +40,8 @@ from comdml_jax.methods.per_agent import (
 )
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.profiles import Purpose, rng_for
+from comdml_jax.system.routing import routes_from
 from comdml_jax.system.timing import alone_s, phase_timing, transfer_s
-from comdml_jax.system.topology import Links, _bfs
 
 PyTree = Any
 
@@ -62,18 +62,6 @@ class BrainTorrentState(NamedTuple):
     aux: dict
     versions: Any
     merged: Any
-
-
-def routes_from(links: Links, source: int) -> tuple[np.ndarray, np.ndarray]:
-    """[K] hops and [K] bottleneck Mbps of the routes from ``source`` (−1 / 0: unreachable)."""
-    if links.complete:
-        bw = links.bandwidth_mbps
-        width = np.where(bw > 0, np.minimum(bw[source], bw), 0.0) if bw[source] > 0 else bw * 0
-        hops = np.where(width > 0, 1, -1)
-        hops[source], width[source] = 0, np.inf
-        return hops, width
-    dist, width = _bfs(*links.csr(), int(source))
-    return dist, width
 
 
 @register("braintorrent")

@@ -162,15 +162,16 @@ def _pair_complete(order, avail, partner, cut, links, n, step, tau_hat, terms):
 
 
 def _pair_rows(order, avail, partner, cut, links, n, step, tau_hat, terms):
-    """Algorithm 1 on any topology, every candidate on i's row of c."""
+    """Algorithm 1 on any topology, every candidate among i's usable links (O(deg i) each)."""
     for i in order:
         if not avail[i]:
             continue
-        row = links.row(i)
-        cand = np.flatnonzero(avail & (tau_hat < tau_hat[i]) & (row > 0))
+        nbr, cap = links.neighbors(i)
+        ok = avail[nbr] & (tau_hat[nbr] < tau_hat[i])
+        cand, c = nbr[ok], cap[ok]
         if cand.size == 0:
             continue
-        v, j, m = _best_partner(tau_hat[i], n[i], cand, row[cand], tau_hat[cand], step[cand], terms)
+        v, j, m = _best_partner(tau_hat[i], n[i], cand, c, tau_hat[cand], step[cand], terms)
         if v < tau_hat[i]:
             partner[i], cut[i] = j, m
             avail[i] = avail[j] = False

@@ -12,17 +12,25 @@ Topologies, by ``system.topology.kind`` (:data:`TOPOLOGIES`):
     on 10,000 agents would hold 50M edges); ``Topology.to_networkx()`` builds
     it on demand.
   - ``random``: each pair is an edge with probability ``system.topology.p``
-    (Erdős–Rényi via ``networkx.gnp_random_graph``, seeded from
-    (seed, Purpose.TOPOLOGY)).
+    (Erdős–Rényi G(K, p)). The edges are drawn in O(K + E) by geometric
+    skipping over the K(K-1)/2 pairs in row-major order (the gap to the next
+    edge is Geometric(p), as in Batagelj & Brandes 2005 and networkx's
+    ``fast_gnp_random_graph``), from the numpy stream rng(seed,
+    Purpose.TOPOLOGY), so the graph is a pure function of (K, p, seed).
   - ``ring``: i -- (i + 1) mod K.
   - ``edges``: the explicit list ``system.topology.edges`` of (i, j) pairs.
 
-Routing (:func:`route_stats`, used to price the AllReduce on a topology that
-is not complete). Messages between two participants travel along a shortest
-path (fewest hops) in the graph of usable links (c > 0); any connected agent
-can relay, including agents that were not sampled this round. Among the
-shortest paths the widest one is used (the one whose slowest link is the
-fastest). Over the participants:
+A topology is stored as CSR arrays (``indptr``, ``indices``: both directions
+of every edge, sorted within each row), which is what routing and pricing
+use; ``Topology.graph`` builds a ``networkx.Graph`` from them on first use.
+
+Routing (the model the AllReduce pricing uses, computed in
+:mod:`comdml_jax.system.routing`, whose functions this module re-exports).
+Messages between two participants travel along a shortest path (fewest hops)
+in the graph of usable links (c > 0); any connected agent can relay,
+including agents that were not sampled this round. Among the shortest paths
+the widest one is used (the one whose slowest link is the fastest). Over the
+participants:
   - hops H = the largest hop count between two participants (their diameter
     in the routing graph);
   - β = the smallest bottleneck bandwidth over those routes (for c_ij =
@@ -33,17 +41,34 @@ A complete topology gives H = 1 and β = the slowest participant's link.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Callable, Sequence
 
 import networkx as nx
 import numpy as np
+import scipy.sparse
 from ml_collections import ConfigDict
 
 from comdml_jax.system.profiles import Purpose, rng_for
+from comdml_jax.system.routing import (  # noqa: F401  (re-exported; _bfs for older callers)
+    LRU,
+    Routes,
+    RouteStats,
+    _bfs,
+    components,
+    digest,
+    pair_routes,
+    route_stats,
+    routes_from,
+)
 
 FloatArray = np.ndarray  # float64[K]
 IntArray = np.ndarray  # int64[...]
 BoolArray = np.ndarray  # bool[K]
+EdgeList = tuple[IntArray, IntArray]  # (u, v), u < v, each edge once, sorted by (u, v)
+
+LINKS_CACHE_SIZE = 2  # Links kept per topology, keyed by the bandwidth vector
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -53,61 +78,118 @@ class Topology:
     Attributes:
       kind: the registry name it was built with.
       num_agents: K.
-      graph: the ``networkx.Graph`` on nodes 0..K-1, or None when complete.
       indptr: [K+1] CSR row pointers of the adjacency (None when complete).
-      indices: [E2] CSR column indices, sorted within each row (both
-        directions of every edge).
+      indices: [2E] CSR column indices, sorted within each row (both
+        directions of every edge; None when complete).
     """
 
     kind: str
     num_agents: int
-    graph: nx.Graph | None
     indptr: IntArray | None = None
     indices: IntArray | None = None
+    cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def complete(self) -> bool:
-        return self.graph is None
+        return self.indptr is None
+
+    @property
+    def num_edges(self) -> int:
+        """E, the undirected edges."""
+        k = self.num_agents
+        return k * (k - 1) // 2 if self.complete else len(self.indices) // 2
+
+    @functools.cached_property
+    def graph(self) -> nx.Graph | None:
+        """The ``networkx.Graph`` on nodes 0..K-1 (built on first use), None when complete."""
+        if self.complete:
+            return None
+        g = nx.empty_graph(self.num_agents)
+        rows = np.repeat(np.arange(self.num_agents), np.diff(self.indptr))
+        upper = rows < self.indices
+        g.add_edges_from(zip(rows[upper].tolist(), self.indices[upper].tolist(), strict=True))
+        return g
 
     def to_networkx(self) -> nx.Graph:
         """The graph itself (built on demand for ``full``)."""
-        return nx.complete_graph(self.num_agents) if self.graph is None else self.graph
+        return nx.complete_graph(self.num_agents) if self.complete else self.graph
 
 
-def _graph_csr(graph: nx.Graph, k: int) -> tuple[IntArray, IntArray]:
-    e = np.asarray(list(graph.edges()), np.int64).reshape(-1, 2)
-    e = e[e[:, 0] != e[:, 1]]
-    src = np.concatenate([e[:, 0], e[:, 1]])
-    dst = np.concatenate([e[:, 1], e[:, 0]])
-    keys = np.unique(src * k + dst)
-    indptr = np.searchsorted(keys // k, np.arange(k + 1)).astype(np.int64)
-    return indptr, keys % k
+def _csr(k: int, u: IntArray, v: IntArray) -> tuple[IntArray, IntArray]:
+    """CSR of the undirected edges (u < v, unique, sorted by (u, v)) in O(K + E).
+
+    Row i lists its lower neighbours (the u of edges (u, i), from the transpose,
+    a counting sort in scipy) and then its upper ones (the v of edges (i, v)),
+    so it comes out sorted.
+    """
+    e = len(u)
+    up = np.bincount(u, minlength=k)
+    up_indptr = np.concatenate([[0], np.cumsum(up)]).astype(np.int64)
+    upper = scipy.sparse.csr_matrix((np.ones(e, np.int8), v, up_indptr), shape=(k, k))
+    lower = upper.tocsc()  # column i: the u < i of edges (u, i), ascending
+    low = np.diff(lower.indptr)
+    indptr = np.concatenate([[0], np.cumsum(low + up)]).astype(np.int64)
+    indices = np.empty(2 * e, np.int64)
+    at = np.arange(e, dtype=np.int64)
+    indices[np.repeat(indptr[:-1] + low - up_indptr[:-1], up) + at] = v
+    indices[np.repeat(indptr[:-1] - lower.indptr[:-1], low) + at] = lower.indices
+    return indptr, indices
 
 
-def _full(k: int, params: ConfigDict, seed: int) -> nx.Graph | None:
+def _unique_pairs(k: int, a: IntArray, b: IntArray) -> EdgeList:
+    """(min, max) of each pair, self-loops dropped, deduplicated, sorted."""
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    u, v = np.minimum(a, b), np.maximum(a, b)
+    keys = np.unique(u[u != v] * k + v[u != v])
+    return keys // k, keys % k
+
+
+def _full(k: int, params: ConfigDict, seed: int) -> EdgeList | None:
     del k, params, seed
     return None
 
 
-def _random(k: int, params: ConfigDict, seed: int) -> nx.Graph:
+def _random(k: int, params: ConfigDict, seed: int) -> EdgeList:
     p = params.p
     if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
         raise ValueError(f"system.topology.p = {p!r} must be a probability in [0, 1]")
-    nx_seed = int(rng_for(seed, Purpose.TOPOLOGY).integers(2**31 - 1))
-    return nx.gnp_random_graph(k, float(p), seed=nx_seed)
+    p = float(p)
+    pairs = k * (k - 1) // 2
+    empty = np.zeros(0, np.int64)
+    if p == 0.0 or pairs == 0:
+        return empty, empty
+    if p == 1.0:
+        lin = np.arange(pairs, dtype=np.int64)
+    else:
+        # Positions of the edges among the pairs: partial sums of Geometric(p) gaps.
+        rng = rng_for(seed, Purpose.TOPOLOGY)
+        mean = pairs * p
+        chunk = int(mean + 6 * math.sqrt(mean * (1 - p)) + 16)
+        found, last = [], -1
+        while last < pairs:
+            pos = last + np.cumsum(rng.geometric(p, chunk))
+            found.append(pos[pos < pairs])
+            last = int(pos[-1])
+            chunk = max(16, chunk // 8)
+        lin = np.concatenate(found)
+    # Pair (i, j), i < j, has row-major position off(i) + j - i - 1; lin is ascending.
+    rows = np.arange(k, dtype=np.int64)
+    off = rows * (2 * k - rows - 1) // 2
+    u = np.repeat(rows, np.diff(np.searchsorted(lin, np.append(off, pairs))))
+    return u, lin - off[u] + u + 1
 
 
-def _ring(k: int, params: ConfigDict, seed: int) -> nx.Graph:
+def _ring(k: int, params: ConfigDict, seed: int) -> EdgeList:
     del params, seed
-    g = nx.empty_graph(k)
-    if k > 1:
-        g.add_edges_from((i, (i + 1) % k) for i in range(k))
-    return g
+    if k < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    i = np.arange(k, dtype=np.int64)
+    return _unique_pairs(k, i, (i + 1) % k)
 
 
-def _edges(k: int, params: ConfigDict, seed: int) -> nx.Graph:
+def _edges(k: int, params: ConfigDict, seed: int) -> EdgeList:
     del seed
-    g = nx.empty_graph(k)
+    pairs = []
     for n, e in enumerate(params.edges):
         if len(e) != 2 or not all(isinstance(v, (int, np.integer)) for v in e):
             raise ValueError(f"system.topology.edges[{n}] = {e!r} must be a pair (i, j) of ints")
@@ -119,11 +201,12 @@ def _edges(k: int, params: ConfigDict, seed: int) -> nx.Graph:
             )
         if i == j:
             raise ValueError(f"system.topology.edges[{n}] = {e!r} is a self-loop")
-        g.add_edge(i, j)
-    return g
+        pairs.append((i, j))
+    a = np.asarray(pairs, np.int64).reshape(-1, 2)
+    return _unique_pairs(k, a[:, 0], a[:, 1])
 
 
-TopologyBuilder = Callable[[int, ConfigDict, int], "nx.Graph | None"]
+TopologyBuilder = Callable[[int, ConfigDict, int], "EdgeList | None"]
 TOPOLOGIES: dict[str, TopologyBuilder] = {
     "full": _full,
     "random": _random,
@@ -140,7 +223,7 @@ def make_topology(
     edges: Sequence[tuple[int, int]] = (),
     seed: int = 0,
 ) -> Topology:
-    """Builds a topology by registry name.
+    """Builds a topology by registry name, in O(K + E).
 
     Args:
       kind: one of :data:`TOPOLOGIES`.
@@ -157,11 +240,11 @@ def make_topology(
             f"system.topology.kind = {kind!r} is unknown; choose one of {sorted(TOPOLOGIES)}"
         )
     params = ConfigDict({"p": p, "edges": tuple(tuple(e) for e in edges)})
-    graph = TOPOLOGIES[kind](num_agents, params, seed)
-    if graph is None:
-        return Topology(kind, num_agents, None)
-    indptr, indices = _graph_csr(graph, num_agents)
-    return Topology(kind, num_agents, graph, indptr, indices)
+    pairs = TOPOLOGIES[kind](num_agents, params, seed)
+    if pairs is None:
+        return Topology(kind, num_agents)
+    indptr, indices = _csr(num_agents, *pairs)
+    return Topology(kind, num_agents, indptr, indices)
 
 
 def topology_from_config(config: ConfigDict) -> Topology:
@@ -189,6 +272,8 @@ class Links:
       complete: whether every pair of connected agents has a link.
       bandwidth_mbps: [K] per-agent Mbps (complete form; None for a matrix).
       indptr, indices, caps: CSR of the usable links (sparse form), caps > 0.
+      cache: results derived from these links (routes, components; see
+        :mod:`comdml_jax.system.routing`). Treat the arrays as read-only.
     """
 
     num_agents: int
@@ -197,6 +282,7 @@ class Links:
     indptr: IntArray | None = None
     indices: IntArray | None = None
     caps: FloatArray | None = None
+    cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def row(self, i: int) -> FloatArray:
         """[K] c_ij for all j (0 where there is no usable link and at j = i)."""
@@ -209,6 +295,15 @@ class Links:
         r[self.indices[s:e]] = self.caps[s:e]
         return r
 
+    def neighbors(self, i: int) -> tuple[IntArray, FloatArray]:
+        """(j, c_ij) over i's usable links, j ascending: O(deg i) on the sparse form."""
+        if self.complete:
+            r = self.row(i)
+            j = np.flatnonzero(r > 0)
+            return j, r[j]
+        s, e = self.indptr[i], self.indptr[i + 1]
+        return self.indices[s:e], self.caps[s:e]
+
     def capacity(self, u, v) -> FloatArray:
         """c_uv for arrays of agent pairs (vectorised)."""
         u = np.asarray(u, np.int64)
@@ -217,8 +312,10 @@ class Links:
             bw = self.bandwidth_mbps
             return np.where(u != v, np.minimum(bw[u], bw[v]), 0.0)
         k = self.num_agents
-        rows = np.repeat(np.arange(k, dtype=np.int64), np.diff(self.indptr))
-        keys = rows * k + self.indices
+        if "keys" not in self.cache:
+            rows = np.repeat(np.arange(k, dtype=np.int64), np.diff(self.indptr))
+            self.cache["keys"] = rows * k + self.indices
+        keys = self.cache["keys"]
         q = u * k + v
         if len(keys) == 0:
             return np.zeros(q.shape)
@@ -254,6 +351,10 @@ def _sparse_from_matrix(c: np.ndarray) -> tuple[IntArray, IntArray, FloatArray]:
 def link_capacities(topology: Topology, bandwidth_mbps: FloatArray) -> Links:
     """One round's c_ij on a topology (SPEC §5: c_ij = min(bw_i, bw_j) on edges).
 
+    O(K + E). The result is cached on the topology by the bandwidth vector
+    (the last :data:`LINKS_CACHE_SIZE` vectors), so rounds with unchanged
+    profiles share one ``Links`` and the routes cached on it.
+
     Args:
       topology: the run's topology.
       bandwidth_mbps: [K] this round's link speeds.
@@ -261,18 +362,25 @@ def link_capacities(topology: Topology, bandwidth_mbps: FloatArray) -> Links:
     Returns:
       The links.
     """
-    bw = np.asarray(bandwidth_mbps, np.float64)
+    bw = np.array(bandwidth_mbps, np.float64)  # a copy: the cached Links keeps it
     if bw.shape != (topology.num_agents,):
         raise ValueError(f"bandwidth has shape {bw.shape}, expected ({topology.num_agents},)")
+    if "links" not in topology.cache:
+        topology.cache["links"] = LRU(LINKS_CACHE_SIZE)
+    return topology.cache["links"].get(digest(bw), lambda: _link_capacities(topology, bw))
+
+
+def _link_capacities(topology: Topology, bw: FloatArray) -> Links:
+    bw.flags.writeable = False
     if topology.complete:
         return Links(topology.num_agents, True, bandwidth_mbps=bw)
-    k = topology.num_agents
-    rows = np.repeat(np.arange(k), np.diff(topology.indptr))
-    caps = np.minimum(bw[rows], bw[topology.indices])
-    keep = caps > 0
-    rows, cols, caps = rows[keep], topology.indices[keep], caps[keep]
-    indptr = np.searchsorted(rows, np.arange(k + 1)).astype(np.int64)
-    return Links(k, False, indptr=indptr, indices=cols, caps=caps)
+    k, indptr = topology.num_agents, topology.indptr
+    on = bw > 0  # c_ij = min(bw_i, bw_j) > 0 iff both are connected
+    keep = np.repeat(on, np.diff(indptr)) & on[topology.indices]
+    cols = topology.indices[keep]
+    kept = np.concatenate([[0], np.cumsum(keep)])[indptr].astype(np.int64)
+    caps = np.minimum(np.repeat(bw, np.diff(kept)), bw[cols])
+    return Links(k, False, indptr=kept, indices=cols, caps=caps)
 
 
 def as_links(x) -> Links:
@@ -299,112 +407,3 @@ def as_links(x) -> Links:
     np.fill_diagonal(a, 0.0)
     indptr, indices, caps = _sparse_from_matrix(a)
     return Links(a.shape[0], False, indptr=indptr, indices=indices, caps=caps)
-
-
-def _bfs(indptr, indices, caps, source: int) -> tuple[IntArray, FloatArray]:
-    """Hop distances and widest-shortest-path bottlenecks from one source."""
-    k = len(indptr) - 1
-    deg = np.diff(indptr)
-    dist = np.full(k, -1, np.int64)
-    width = np.zeros(k)
-    dist[source], width[source] = 0, np.inf
-    frontier = np.array([source], np.int64)
-    d = 0
-    while frontier.size:
-        starts, counts = indptr[frontier], deg[frontier]
-        total = int(counts.sum())
-        if total == 0:
-            break
-        src = np.repeat(frontier, counts)
-        offs = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
-        nbr, cap = indices[offs], caps[offs]
-        new = dist[nbr] < 0
-        nbr, w = nbr[new], np.minimum(width[src[new]], cap[new])
-        d += 1
-        dist[nbr] = d
-        np.maximum.at(width, nbr, w)
-        frontier = np.unique(nbr)
-    return dist, width
-
-
-def components(links: Links, nodes: BoolArray) -> IntArray:
-    """Connected-component labels of the routing graph (usable links only).
-
-    Args:
-      links: the round's links.
-      nodes: [K] which agents to label (others get -1). Paths may still pass
-        through agents outside ``nodes``.
-
-    Returns:
-      [K] int labels, numbered by their lowest member; -1 outside ``nodes``.
-    """
-    k = links.num_agents
-    labels = np.full(k, -1, np.int64)
-    if links.complete:
-        on = nodes & (links.bandwidth_mbps > 0)
-        if on.any():
-            labels[on] = int(np.flatnonzero(on)[0])
-        for i in np.flatnonzero(nodes & ~on):
-            labels[i] = i
-        return labels
-    indptr, indices, caps = links.csr()
-    seen = np.zeros(k, bool)
-    for s in np.flatnonzero(nodes):
-        if seen[s]:
-            continue
-        dist, _ = _bfs(indptr, indices, caps, int(s))
-        reach = dist >= 0
-        seen |= reach
-        labels[reach & nodes] = s
-    return labels
-
-
-@dataclasses.dataclass(frozen=True)
-class RouteStats:
-    """What the AllReduce sees of the routing graph (module docstring, "Routing").
-
-    Attributes:
-      hops: H, the most hops between two participants (0 for fewer than two).
-      bottleneck_mbps: β, the slowest link on the routes used (inf for fewer
-        than two participants).
-    """
-
-    hops: int
-    bottleneck_mbps: float
-
-
-def route_stats(links: Links, participants: BoolArray) -> RouteStats:
-    """Hops and bottleneck bandwidth of the routes between participants.
-
-    Args:
-      links: the round's links.
-      participants: [K] the agents that take part in the AllReduce.
-
-    Returns:
-      The route statistics.
-
-    Raises:
-      ValueError: when two participants cannot reach each other.
-    """
-    idx = np.flatnonzero(participants)
-    if idx.size < 2:
-        return RouteStats(0, float("inf"))
-    if links.complete:
-        bw = links.bandwidth_mbps[idx]
-        if np.any(bw <= 0):
-            raise ValueError(f"participant {int(idx[np.argmin(bw)])} is disconnected (bw = 0)")
-        return RouteStats(1, float(bw.min()))
-    indptr, indices, caps = links.csr()
-    hops, beta = 0, float("inf")
-    for s in idx:
-        dist, width = _bfs(indptr, indices, caps, int(s))
-        d = dist[idx]
-        if np.any(d < 0):
-            bad = int(idx[np.flatnonzero(d < 0)[0]])
-            raise ValueError(
-                f"participants {int(s)} and {bad} are not connected; the AllReduce needs one "
-                "connected group (System.participants_at keeps only the main component)"
-            )
-        hops = max(hops, int(d.max()))
-        beta = min(beta, float(width[idx[idx != s]].min()))
-    return RouteStats(hops, beta)

@@ -17,6 +17,12 @@ Participants of round r (:meth:`System.participants_at`):
      the routing component holding most of them (ties: the component with the
      lowest agent) take part, so the AllReduce can reach everyone. Agents that
      are connected but not sampled may relay messages.
+
+Cost. Building the world is O(K + E). Per round, the links are O(K + E) and
+cached on the topology by the bandwidth vector, and the components and route
+statistics are cached on the links by the participant set
+(``system/routing.py``), so rounds between profile changes (and, with full
+participation, every such round) reuse them.
 """
 
 from __future__ import annotations
