@@ -43,6 +43,11 @@ def stack_copies(tree: PyTree, k: int) -> PyTree:
     return jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)).copy(), tree)
 
 
+@jax.jit
+def _set_rows(stacked: PyTree, rows, new: PyTree) -> PyTree:
+    return jax.tree.map(lambda old, t: old.at[rows].set(t.astype(old.dtype)), stacked, new)
+
+
 def current_models(params: PyTree, stats: PyTree, trained: AgentModels, mesh) -> tuple:
     """Every agent's model after local training: trained rows replace the stored ones.
 
@@ -56,17 +61,20 @@ def current_models(params: PyTree, stats: PyTree, trained: AgentModels, mesh) ->
       (params, stats), [K, ...] on the first device.
     """
     home = SingleDeviceSharding(mesh.devices.flat[0])
-    params, stats = jax.device_put((params, stats), home)
+    models = jax.device_put((params, stats), home)
     if not trained.order:
-        return params, stats
+        return models
     rows = jnp.asarray(trained.order, jnp.int32)
     new = jax.device_put((trained.params, trained.batch_stats), home)
-    scatter = lambda old, t: old.at[rows].set(t.astype(old.dtype))
-    return jax.tree.map(scatter, params, new[0]), jax.tree.map(scatter, stats, new[1])
+    return _set_rows(models, rows, new)
 
 
 def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh) -> tuple:
     """Replaces the rows ``receivers`` by ``weights @ models`` (``aggregate.mix``).
+
+    The mix always runs over all K rows (identity rows for everyone else), so
+    its program has one shape per K whoever receives; it costs K² · model
+    multiply-adds, small next to a round's training for the K of these methods.
 
     Args:
       models: (params, stats) stacked [K, ...].
@@ -80,10 +88,11 @@ def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh) -> tuple:
     receivers = np.asarray(receivers, np.int64)
     if receivers.size == 0:
         return models
+    k = weights.shape[1]
+    w = np.eye(k)
+    w[receivers] = weights
     home = SingleDeviceSharding(mesh.devices.flat[0])
-    mixed = jax.device_put(aggregate.mix(models, weights, mesh), home)
-    rows = jnp.asarray(receivers, jnp.int32)
-    return jax.tree.map(lambda x, m: x.at[rows].set(m.astype(x.dtype)), models, mixed)
+    return jax.device_put(aggregate.mix(models, w, mesh), home)
 
 
 class PerAgentMethod:
