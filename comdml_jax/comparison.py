@@ -73,6 +73,14 @@ def validate_methods(methods: Sequence[str]) -> list[str]:
     return methods
 
 
+def all_methods() -> list[str]:
+    """Every registered method, the reference (ComDML) first, then by name."""
+    from comdml_jax.methods import METHODS
+
+    ref = report_lib.REFERENCE
+    return ([ref] if ref in METHODS else []) + sorted(m for m in METHODS if m != ref)
+
+
 def validate_seeds(seeds: Sequence[int]) -> list[int]:
     """Checks ``--seeds``: distinct non-negative integers, at least one."""
     seeds = [int(s) for s in seeds]
@@ -125,7 +133,7 @@ def is_finished(folder: Path, config: ml_collections.ConfigDict) -> bool:
 
     Raises:
       ValueError: the folder holds a run of a different config (it would not
-        be comparable); the message names the fields and the way out.
+        be comparable) or of more rounds; the message names the fields and the way out.
     """
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
@@ -138,7 +146,13 @@ def is_finished(folder: Path, config: ml_collections.ConfigDict) -> bool:
     summary = folder / "summary.json"
     if not summary.is_file():
         return False
-    return int(json.loads(summary.read_text())["rounds"]) == int(config.rounds)
+    done = int(json.loads(summary.read_text())["rounds"])
+    if done > int(config.rounds):
+        raise ValueError(
+            f"{folder} holds a run of {done} rounds, more than --config.rounds={config.rounds}: "
+            f"use --config.rounds={done} or more, or another --workdir"
+        )
+    return done == int(config.rounds)
 
 
 def collect(

@@ -42,7 +42,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Comparison folder (with --config).")
 _METHODS = flags.DEFINE_list(
-    "methods", ["comdml", "allreduce"], "Methods to compare (with --config), e.g. comdml,allreduce."
+    "methods",
+    None,
+    "Methods to compare (with --config), e.g. comdml,allreduce; default every registered "
+    "method, comdml first.",
 )
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (with --config), e.g. 0,1,2.")
 _REPORT_ONLY = flags.DEFINE_bool(
@@ -119,7 +122,7 @@ def main(argv):
     from comdml_jax import comparison
 
     try:
-        methods = comparison.validate_methods(_METHODS.value)
+        methods = comparison.validate_methods(_METHODS.value or comparison.all_methods())
         seeds = comparison.validate_seeds(_SEEDS.value)
     except ValueError as err:
         raise app.UsageError(str(err)) from None

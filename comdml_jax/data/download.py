@@ -25,8 +25,10 @@ into its usual "not found" message plus the URL it tried.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import http.client
 import os
 import pickle
 import shutil
@@ -139,7 +141,7 @@ def _download(url: str, dest: Path, timeout: float) -> str:
                     out.write(chunk)
                     md5.update(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+    except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as err:
         reason = getattr(err, "reason", err)
         raise DownloadError(f"could not download {url}: {reason}") from err
     return md5.hexdigest()
@@ -166,13 +168,23 @@ def fetch(
       DownloadError: offline, refused, timed out or an HTTP error.
       ChecksumError: the archive's md5 is not :data:`MD5`'s; nothing is kept.
     """
+    data_dir = Path(data_dir).expanduser()
     done = extracted_folder(name, data_dir)
     if done is not None:
         return done
-    arch = ARCHIVES[name]
-    data_dir = Path(data_dir).expanduser()
+    created = not data_dir.exists()
     data_dir.mkdir(parents=True, exist_ok=True)
-    url = url_for(name, mirror)
+    try:
+        return _fetch_into(name, data_dir, url_for(name, mirror), timeout)
+    except BaseException:
+        if created:  # leave no empty data dir behind a failed fetch
+            with contextlib.suppress(OSError):
+                data_dir.rmdir()  # only if empty
+        raise
+
+
+def _fetch_into(name: str, data_dir: Path, url: str, timeout: float) -> Path:
+    arch = ARCHIVES[name]
     logging.info("%s is not in %s: downloading %s", name, data_dir, url)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{arch.filename}.", dir=data_dir)
     os.close(fd)

@@ -246,6 +246,14 @@ def format_markdown(report: dict) -> str:
     )
     if report.get("command"):
         lines += ["", "```", report["command"], "```"]
+    shared = report.get("shared_partition")
+    if shared:
+        same = all(shared.values())
+        lines += [
+            "",
+            "Every method of a seed trained on the same partition (partition.json): "
+            + ("yes." if same else "NO, seeds " + ", ".join(s for s, v in shared.items() if not v)),
+        ]
     lines.append("")
     head = [
         "method",
@@ -306,6 +314,12 @@ def format_markdown(report: dict) -> str:
                 str(r["rounds"]),
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Plots: accuracy_vs_time.png (per method the mean test accuracy over seeds at each "
+        "round, placed at the seeds' mean simulated time, with a min–max band over seeds) and "
+        "time_to_target.png (mean ± std, one dot per seed).",
+    ]
     pending = report.get("pending") or []
     if pending:
         lines += ["", "Not finished yet: " + ", ".join(pending) + "."]
