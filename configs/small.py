@@ -12,7 +12,7 @@ reaches. :func:`shrink` does exactly that to a paper config:
   agents, IID or Dirichlet(0.5) as in the paper);
 - optimisation: batch 50 and lr 0.05 (the paper's 0.001 barely moves a small
   model in a few dozen rounds, as in configs/quickstart.py), a plateau
-  patience of 3 rounds; the paper's plateau factor is kept;
+  patience of a few rounds; the paper's plateau factor is kept;
 - rounds: ``rounds`` rounds, and the profile dynamics (20% of the agents
   redraw after round 100 of the paper's run) move to the same third of the
   shortened run, ``dynamics_round``;
@@ -33,6 +33,7 @@ def shrink(
     target: float,
     train_subset: int = 10_000,
     test_subset: int = 2_000,
+    plateau_patience: int = 3,
 ) -> ConfigDict:
     """Turns a paper config into its small CPU version, in place (module docstring).
 
@@ -44,6 +45,8 @@ def shrink(
       target: the small run's target test accuracy.
       train_subset: training images.
       test_subset: test images.
+      plateau_patience: rounds without a better test accuracy before the lr is
+        cut (the paper's 10 is most of a short run).
 
     Returns:
       ``c``.
@@ -57,7 +60,7 @@ def shrink(
         c.system.dynamics_rounds = (dynamics_round,)
     c.train.batch_size = 50
     c.optim.lr = 0.05
-    c.optim.plateau_patience = 3
+    c.optim.plateau_patience = plateau_patience
     c.eval_batch_size = 1000
     c.checkpoint_every = 5
     return c

@@ -293,7 +293,7 @@ def test_small_configs_keep_the_heterogeneity_and_shrink_the_rest(module, arg):
     fp, fs = comparison._flat(paper.to_dict()), comparison._flat(small.to_dict())
     assert {k: fs[k] for k in same} == {k: fp[k] for k in same}
     assert small.rounds < paper.rounds and small.target_accuracy < paper.target_accuracy
-    assert small.data.train_subset == 10_000 and paper.data.train_subset == 0
+    assert 0 < small.data.train_subset <= 20_000 and paper.data.train_subset == 0
     assert small.model.name.endswith("_basic") and not paper.model.name.endswith("_basic")
     (d,) = small.system.dynamics_rounds
     assert 0 < d < small.rounds and paper.system.dynamics_rounds == (100,)

@@ -207,6 +207,12 @@ def _pm(stat: dict, fmt: str, scale: float = 1.0, unit: str = "") -> str:
     return text + unit
 
 
+def _seconds_format(stat: dict) -> str:
+    """Whole seconds from 100 s up, else one or two decimals (short smoke runs)."""
+    m = abs(stat["mean"] or 0.0)
+    return ",.0f" if m >= 100 else (".1f" if m >= 10 else ".2f")
+
+
 def _reached_cell(stat: dict, fmt: str, rounds: int) -> str:
     if not stat["reached"]:
         return f"not reached in {rounds} rounds"
@@ -270,12 +276,12 @@ def format_markdown(report: dict) -> str:
         s = entry["stats"]
         row = [
             m,
-            _reached_cell(s["time_to_target_s"], ",.0f", rounds),
+            _reached_cell(s["time_to_target_s"], _seconds_format(s["time_to_target_s"]), rounds),
             _reached_cell(s["rounds_to_target"], ".1f", rounds),
             _pm(s["final_test_accuracy"], ".2f", 100.0, "%"),
             _pm(s["best_test_accuracy"], ".2f", 100.0, "%"),
             _pm(s["rounds"], ".0f"),
-            _pm(s["sim_time_s"], ",.0f"),
+            _pm(s["sim_time_s"], _seconds_format(s["sim_time_s"])),
         ]
         lines.append("| " + " | ".join(row) + " |")
     if report["reduction"]:
@@ -302,7 +308,11 @@ def format_markdown(report: dict) -> str:
     for m, entry in methods.items():
         for r in entry["seeds"]:
             ttt = r["time_to_target_s"]
-            ttt_s = f"{ttt:,.0f}" if ttt is not None else f"not reached in {rounds} rounds"
+            ttt_s = (
+                format(ttt, _seconds_format({"mean": ttt}))
+                if ttt is not None
+                else f"not reached in {rounds} rounds"
+            )
             rtt = r["rounds_to_target"]
             cells = [
                 m,
