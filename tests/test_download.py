@@ -167,8 +167,14 @@ def test_corrupted_archive_is_refused_and_nothing_is_prepared(served, tmp_path):
     assert server.url + "cifar-10-python.tar.gz" in message
     assert hashlib.md5(good).hexdigest() in message  # expected
     assert hashlib.md5(bytes(bad)).hexdigest() in message  # actual
-    assert list(data_dir.iterdir()) == []  # no archive, no temporary file, no folder
+    assert not data_dir.exists()  # no archive, no temporary file, no folder, no empty data dir
     assert not (tmp_path / "cache").exists()
+    # A data dir that holds other things keeps them, and gains nothing.
+    data_dir.mkdir()
+    (data_dir / "other").write_text("x")
+    with pytest.raises(download.ChecksumError):
+        load_dataset("cifar10", data_dir, tmp_path / "cache", download=True, mirror=server.url)
+    assert [p.name for p in data_dir.iterdir()] == ["other"]
 
 
 def test_offline_gives_the_not_found_message_and_the_url(tmp_path):
