@@ -200,6 +200,10 @@ def _check_data(c: ml_collections.ConfigDict) -> None:
     d = c.data
     _require(d.name in DATASETS, "data.name", d.name, f"choose one of {sorted(DATASETS)}")
     spec = DATASETS[d.name]
+    download = d.get("download", False)
+    _require(_is_bool(download), "data.download", download, "use True or False")
+    mirror = d.get("mirror", "")
+    _require(isinstance(mirror, str), "data.mirror", mirror, "use '' or a base URL")
     include_valid = d.get("include_valid", False)
     _require(_is_bool(include_valid), "data.include_valid", include_valid, "use True or False")
     _require(

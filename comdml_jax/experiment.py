@@ -57,7 +57,7 @@ from comdml_jax.privacy.accounting import Accountant, accountant_from_config, ep
 from comdml_jax.privacy.config import PrivacySpec
 from comdml_jax.privacy.rounds import RoundPrivacy
 from comdml_jax.report import plots, tables
-from comdml_jax.report.writers import JsonlWriter, write_json
+from comdml_jax.report.writers import MetricWriters, write_json
 from comdml_jax.system.world import sampled_at
 from comdml_jax.train import aggregate, steps
 from comdml_jax.train import profile as profile_lib
@@ -127,6 +127,7 @@ class Experiment:
     mesh: Any
     privacy: RoundPrivacy | None = None
     accountant: Accountant | None = None
+    class_names: tuple[str, ...] = ()
 
     @property
     def num_samples(self) -> np.ndarray:
@@ -216,6 +217,7 @@ def build(
         mesh=mesh,
         privacy=RoundPrivacy.from_config(config),
         accountant=accountant_from_config(config),
+        class_names=tuple(dataset.class_names),
     )
 
 
@@ -479,7 +481,9 @@ def write_plots(exp: Experiment, records: list[dict]) -> None:
     )
     trained = [r for r in records if not r.get("skipped")]
     if trained:
-        plots.plot_round_timeline(trained[-1], wd / "timeline_last_round.png")
+        plots.plot_round_timeline(
+            trained[-1], wd / "timeline_last_round.png", total_rounds=exp.config.rounds
+        )
 
 
 def _log_round(config, record: dict) -> None:
@@ -533,10 +537,10 @@ def run(
         workdir / "partition.json", {"class_counts": counts, "label_skew": label_skew(counts)}
     )
     if config.plots:
-        plot_partition(counts, workdir / "partition.png")
+        plot_partition(counts, workdir / "partition.png", class_names=exp.class_names)
 
     ckpt = Checkpointer(workdir) if config.checkpoint_every > 0 else None
-    writer = JsonlWriter(workdir / "metrics.jsonl")
+    writer = MetricWriters.for_workdir(workdir)  # metrics.jsonl and TensorBoard event files
     state = restore_state(exp, ckpt) if ckpt is not None else None
     if state is None:
         state = initial_state(exp)
@@ -557,6 +561,7 @@ def run(
     write_json(workdir / "summary.json", summary)
     if config.plots:
         write_plots(exp, records)
+    writer.close()
     if ckpt is not None:
         ckpt.close()
     return summary

@@ -29,6 +29,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.data.name = "cifar10"  # cifar10 | cifar100 | cinic10
     c.data.data_dir = ""  # empty: $COMDML_DATA_DIR
     c.data.cache_dir = ""  # empty: $COMDML_CACHE_DIR or ~/.cache/comdml_jax
+    # A missing CIFAR-10/100 is fetched (official archive, md5-checked) into data_dir,
+    # or ~/.cache/comdml_jax/data when data_dir is empty; mirror: another base URL.
+    c.data.download = True
+    c.data.mirror = ""
     c.data.partition = "iid"  # iid | dirichlet
     c.data.alpha = 0.5  # Dirichlet concentration (paper: 0.5)
     c.data.min_samples_per_agent = 10

@@ -1,12 +1,28 @@
-"""Compares finished runs: one accuracy-vs-simulated-time plot and a table.
+"""Compares methods: runs every method × seed of a config, or reads finished runs.
+
+Run a comparison (each run in DIR/METHOD/seedS, resumable; rerunning picks up
+where it stopped and keeps finished runs)::
+
+    python -m experiments.compare --config=configs/table2.py:cifar10,iid,small \
+        --workdir=runs/table2_small --methods=comdml,allreduce --seeds=0,1,2
+
+It writes DIR/comparison.json and DIR/comparison.md (mean ± std over seeds of
+the simulated time and rounds to target, final and best accuracy, and
+ComDML's reduction against each baseline; "not reached in R rounds" where a
+method missed the target), DIR/accuracy_vs_time.png (mean over seeds with a
+min–max band) and DIR/time_to_target.png. Wall-clock times go to
+DIR/comparison_wall.json only. Override config fields with ``--config.x=y``.
+``--report_only`` rewrites the report from the finished runs without running.
+
+Compare existing run folders (one run each)::
 
     python -m experiments.compare --workdirs=runs/a,runs/b [--labels=ComDML,AllReduce] \
         [--target=0.5] --out=runs/compare.png
 
-For each run it prints the method, rounds, best and final test accuracy, the
+prints, per run, the method, rounds, best and final test accuracy, the
 simulated time to the target accuracy (the runs' own target unless
-``--target`` is given), the total simulated time, and the speed-up of each run
-against the slowest to reach the target.
+``--target`` is given), the total simulated time, and the speed-up against the
+slowest to reach the target.
 """
 
 from __future__ import annotations
@@ -14,21 +30,63 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 from comdml_jax.report.plots import plot_accuracy_vs_time
 from comdml_jax.report.tables import comparison_rows
 from comdml_jax.report.writers import JsonlWriter
 
-_WORKDIRS = flags.DEFINE_list("workdirs", None, "Run folders to compare.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (.py, optionally :arg) of a comparison.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Comparison folder (with --config).")
+_METHODS = flags.DEFINE_list(
+    "methods",
+    None,
+    "Methods to compare (with --config), e.g. comdml,allreduce; default every registered "
+    "method, comdml first.",
+)
+_SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (with --config), e.g. 0,1,2.")
+_REPORT_ONLY = flags.DEFINE_bool(
+    "report_only", False, "Only rewrite the report from the finished runs (with --config)."
+)
+_WORKDIRS = flags.DEFINE_list("workdirs", None, "Finished run folders to compare.")
 _LABELS = flags.DEFINE_list("labels", None, "Labels (default: each run's method).")
 _TARGET = flags.DEFINE_float("target", None, "Target accuracy (default: the first run's).")
-_OUT = flags.DEFINE_string("out", "compare.png", "Where to write the plot.")
-flags.mark_flag_as_required("workdirs")
+_OUT = flags.DEFINE_string("out", "compare.png", "Where to write the plot (with --workdirs).")
 
 
-def main(argv):
-    del argv
+def _config_name() -> str:
+    return config_flags.get_config_filename(flags.FLAGS["config"])
+
+
+def command_line(methods: list[str], seeds: list[int]) -> str:
+    """The command that reproduces this comparison, with the workdir left as ``DIR``."""
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    flat = []
+
+    def walk(d, prefix):
+        for k, v in sorted(d.items()):
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            elif f"{prefix}{k}" not in ("data.data_dir", "data.cache_dir"):
+                flat.append(f"--config.{prefix}{k}={v}")
+
+    walk(overrides, "")
+    parts = [
+        "python -m experiments.compare",
+        f"--config={_config_name()}",
+        *flat,
+        "--workdir=DIR",
+        f"--methods={','.join(methods)}",
+        f"--seeds={','.join(map(str, seeds))}",
+    ]
+    return " ".join(parts)
+
+
+def compare_runs() -> None:
+    """``--workdirs`` mode: one table and one plot of existing runs."""
     dirs = [Path(d) for d in _WORKDIRS.value]
     runs = {}
     target = _TARGET.value
@@ -44,12 +102,41 @@ def main(argv):
     print("{:14s} {:>6s} {:>7s} {:>7s} {:>19s} {:>13s} {:>9s}".format(*head))
     for r in comparison_rows(runs, target):
         ttt = r["time_to_target_s"]
-        ttt_s = f"{ttt:19.0f}" if ttt is not None else f"{'not reached':>19s}"
+        ttt_s = f"{ttt:19,.0f}" if ttt is not None else f"{'not reached':>19s}"
         speed = f"{r['speedup']:8.2f}x" if r["speedup"] else f"{'-':>9s}"
         print(
             f"{r['run']:14s} {r['rounds']:6d} {r['best_test_accuracy']:7.1%} "
-            f"{r['final_test_accuracy']:7.1%} {ttt_s} {r['sim_time_s']:13.0f} {speed}"
+            f"{r['final_test_accuracy']:7.1%} {ttt_s} {r['sim_time_s']:13,.0f} {speed}"
         )
+
+
+def main(argv):
+    del argv
+    if _WORKDIRS.value:
+        if _CONFIG.value is not None:
+            raise app.UsageError("use either --workdirs (finished runs) or --config, not both")
+        compare_runs()
+        return
+    if _CONFIG.value is None or not _WORKDIR.value:
+        raise app.UsageError("give --config and --workdir (run a comparison) or --workdirs")
+    from comdml_jax import comparison
+
+    try:
+        methods = comparison.validate_methods(_METHODS.value or comparison.all_methods())
+        seeds = comparison.validate_seeds(_SEEDS.value)
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
+    meta = {"config": _config_name(), "command": command_line(methods, seeds)}
+    if _REPORT_ONLY.value:
+        report = comparison.write_report(_WORKDIR.value, _CONFIG.value, methods, seeds, meta)
+    else:
+        from comdml_jax.launch import prepare_process
+
+        prepare_process()
+        report = comparison.run_comparison(_CONFIG.value, _WORKDIR.value, methods, seeds, meta)
+    print((Path(_WORKDIR.value) / "comparison.md").read_text())
+    if report["pending"]:
+        logging.warning("not finished: %s", ", ".join(report["pending"]))
 
 
 if __name__ == "__main__":

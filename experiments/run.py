@@ -18,7 +18,6 @@ and exit code 2.
 
 from __future__ import annotations
 
-import logging as logging_std
 import os
 import sys
 
@@ -104,51 +103,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     return []  # not reached
 
 
-def enable_compilation_cache() -> None:
-    """Turns on JAX's persistent compilation cache.
-
-    In ``$COMDML_JAX_CACHE``, else ``$JAX_COMPILATION_CACHE_DIR``, else
-    ``~/.cache/comdml_jax/jax_cache``.
-    """
-    import jax
-
-    path = (
-        os.environ.get("COMDML_JAX_CACHE")
-        or os.environ.get("JAX_COMPILATION_CACHE_DIR")
-        or os.path.expanduser("~/.cache/comdml_jax/jax_cache")
-    )
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-
-
-class _DropLibraryChatter(logging_std.Filter):
-    """Hides orbax's per-checkpoint INFO lines and JAX's backend-probe INFO lines.
-
-    JAX probes every backend it knows (TPU too) and logs each that it cannot
-    start at INFO: ``Unable to initialize backend 'tpu'`` on every CPU-only
-    machine. When an accelerator is present but its backend fails, JAX says so
-    again at WARNING (``xla_bridge._suggest_missing_backends``), and warnings
-    still show.
-    """
-
-    def filter(self, record: logging_std.LogRecord) -> bool:
-        if record.levelno >= logging_std.WARNING:
-            return True
-        if "/orbax/" in record.pathname:
-            return False
-        return not (
-            record.name == "jax._src.xla_bridge"
-            and str(record.msg).startswith("Unable to initialize backend")
-        )
-
-
 def main(argv):
     del argv
-    from comdml_jax.host_memory import reexec_with_tunables
+    from comdml_jax.launch import prepare_process
 
-    reexec_with_tunables()  # glibc tunables for XLA's scratch buffers; before JAX starts
-    enable_compilation_cache()
-    logging.get_absl_handler().addFilter(_DropLibraryChatter())
+    prepare_process()  # glibc tunables (re-executes), compilation cache, quieter logs
     from comdml_jax.config_check import ConfigError
     from comdml_jax.data.datasets import DatasetNotFoundError
     from comdml_jax.experiment import NonFiniteRunError, run

@@ -293,7 +293,7 @@ def test_missing_data_dir_names_the_path(tmp_path):
     missing = tmp_path / "no_data_here"
     workdir = tmp_path / "run"
     with pytest.raises(DatasetNotFoundError) as err:
-        experiment.run(smoke_config(str(missing)), workdir)
+        experiment.run(smoke_config(str(missing), **{"data.download": False}), workdir)
     assert str(missing) in str(err.value) and err.value.path.startswith(str(missing))
     assert not workdir.exists()
 

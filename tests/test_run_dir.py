@@ -230,7 +230,7 @@ def test_the_backend_probe_line_is_filtered(tmp_path):
     """JAX logs the TPU probe on a CPU-only machine; the CLI's log filter drops it."""
     code = (
         "import logging\n"
-        "from experiments.run import _DropLibraryChatter\n"
+        "from comdml_jax.launch import DropLibraryChatter\n"
         "class Keep(logging.Handler):\n"
         "    def __init__(self):\n"
         "        super().__init__()\n"
@@ -238,7 +238,7 @@ def test_the_backend_probe_line_is_filtered(tmp_path):
         "    def emit(self, record):\n"
         "        self.lines.append(record.getMessage())\n"
         "every, shown = Keep(), Keep()\n"
-        "shown.addFilter(_DropLibraryChatter())\n"
+        "shown.addFilter(DropLibraryChatter())\n"
         "root = logging.getLogger()\n"
         "root.setLevel(logging.INFO)\n"
         "root.addHandler(every)\n"

@@ -21,6 +21,12 @@ options and a hash of the source files' names, sizes and modification times,
 so a changed source never reads a stale cache. Entries are written to a
 temporary folder and renamed into place, so a crashed or concurrent writer
 never leaves a half-written entry behind.
+
+CIFAR-10 and CIFAR-100 have a second source: the official python-pickle
+archive extracted into the data dir (``cifar-10-batches-py/``,
+``cifar-100-python/``). When neither source is there, ``download=True`` (config
+``data.download``, the default for runs) fetches and prepares that archive
+once (:mod:`comdml_jax.data.download`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from comdml_jax.data import download as download_lib
 
 Images = np.ndarray  # uint8 [N, 32, 32, 3]
 Labels = np.ndarray  # int32 [N]
@@ -427,6 +435,53 @@ def _write_cache(entry: Path, decoded: _Decoded) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ------------------------------------------------- CIFAR from the official archives
+
+
+def _with_archive_source(spec: DatasetSpec) -> DatasetSpec:
+    """``spec`` that also reads the extracted official archive when the TFDS folder is absent."""
+    tfds_locate, tfds_decode = spec.locate, spec.decode
+
+    def locate(data_dir: Path) -> Path:
+        try:
+            return tfds_locate(data_dir)
+        except DatasetNotFoundError:
+            folder = download_lib.extracted_folder(spec.name, data_dir)
+            if folder is None:
+                raise
+            return folder
+
+    def decode(folder: Path, data_dir: Path, include_valid: bool) -> _Decoded:
+        if download_lib.is_extracted(spec.name, folder):
+            return _Decoded(**download_lib.decode(spec.name, folder))
+        return tfds_decode(folder, data_dir, include_valid)
+
+    return dataclasses.replace(spec, locate=locate, decode=decode)
+
+
+for _name in download_lib.ARCHIVES:
+    DATASETS[_name] = _with_archive_source(DATASETS[_name])
+
+
+def _locate_or_fetch(spec: DatasetSpec, root: Path, download: bool, mirror: str) -> Path:
+    """The source folder; fetches the official archive first if allowed and needed."""
+    try:
+        return spec.locate(root)
+    except DatasetNotFoundError as err:
+        if not download or spec.name not in download_lib.ARCHIVES:
+            raise
+        try:
+            download_lib.fetch(spec.name, root, mirror)
+        except download_lib.DownloadError as offline:
+            raise DatasetNotFoundError(
+                f"{err}\nFetching the official archive failed too: {offline}. Copy the data "
+                f"in as above, or extract {download_lib.ARCHIVES[spec.name].filename} into "
+                f"{root}.",
+                err.path,
+            ) from offline
+        return spec.locate(root)
+
+
 # ---------------------------------------------------------------------- public API
 
 
@@ -436,6 +491,8 @@ def load_dataset(
     cache_dir: str | os.PathLike[str] = "",
     *,
     include_valid: bool = False,
+    download: bool = False,
+    mirror: str = "",
 ) -> Dataset:
     """Loads a registered data set, decoding it once and caching the arrays.
 
@@ -447,13 +504,19 @@ def load_dataset(
       cache_dir: cache folder. Empty: ``$COMDML_CACHE_DIR``, else
         ``~/.cache/comdml_jax``.
       include_valid: CINIC-10 only: append the ``valid`` split to ``train``.
+      download: CIFAR only: when the data is not in the data dir, fetch the
+        official archive into it (:mod:`comdml_jax.data.download`); with no data
+        dir configured, into ``download.DEFAULT_DATA_DIR``.
+      mirror: base URL of the archives (default ``$COMDML_DATA_MIRROR``, else the
+        authors' page).
 
     Returns:
       The data set, samples in the original release order.
 
     Raises:
-      DatasetNotFoundError: the source is missing; the message names the path,
-        the setting to change and how to prepare the data.
+      DatasetNotFoundError: the source is missing (and could not be fetched);
+        the message names the path, the setting to change and how to prepare the data.
+      download.ChecksumError: the fetched archive is not the official one.
       ValueError: unknown name, or ``include_valid`` for a data set without one.
     """
     if name not in DATASETS:
@@ -462,6 +525,8 @@ def load_dataset(
     if include_valid and not spec.has_valid:
         raise ValueError(f"dataset {name!r} has no valid split; include_valid must be False")
     chosen = os.fspath(data_dir) or os.environ.get(DATA_DIR_ENV, "")
+    if not chosen and download and name in download_lib.ARCHIVES:
+        chosen = os.fspath(download_lib.DEFAULT_DATA_DIR)
     if not chosen:
         raise DatasetNotFoundError(
             f"no data directory for {name!r}: data_dir is empty and ${DATA_DIR_ENV} is not set. "
@@ -469,7 +534,7 @@ def load_dataset(
             "",
         )
     root = Path(chosen).expanduser()
-    source = spec.locate(root)
+    source = _locate_or_fetch(spec, root, download, mirror)
     entry = resolve_cache_dir(cache_dir) / _cache_key(spec, source, include_valid)
     decoded = _read_cache(entry)
     if decoded is None:
@@ -547,7 +612,7 @@ def dataset_from_config(data_cfg, seed: int) -> Dataset:
 
     Args:
       data_cfg: ``config.data`` (fields name, data_dir, cache_dir, train_subset,
-        test_subset; include_valid if present).
+        test_subset; include_valid, download (default True) and mirror if present).
       seed: the run seed, for the subset draw.
 
     Returns:
@@ -558,5 +623,7 @@ def dataset_from_config(data_cfg, seed: int) -> Dataset:
         data_cfg.data_dir,
         data_cfg.cache_dir,
         include_valid=bool(getattr(data_cfg, "include_valid", False)),
+        download=bool(getattr(data_cfg, "download", True)),
+        mirror=str(getattr(data_cfg, "mirror", "")),
     )
     return subset(ds, data_cfg.train_subset, data_cfg.test_subset, seed)

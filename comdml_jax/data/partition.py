@@ -157,20 +157,34 @@ def label_skew(counts: Counts) -> float:
     return float(np.mean(0.5 * np.abs(local - glob).sum(axis=1)))
 
 
+SKEW_CAPTION = (
+    "label skew = mean over agents of the total-variation distance "
+    "½ Σ_c |p_kc − p_c| between agent k's label mix and the global one: "
+    "0 when every agent holds the global mix, 1 − p_c when an agent holds only class c"
+)
+
+
 def plot_partition(counts: Counts, path: str, class_names: tuple[str, ...] = ()) -> None:
     """Saves a stacked bar chart of the class counts, one bar per agent, as PNG.
+
+    The title gives :func:`label_skew` and a caption under the chart says what
+    it measures; the legend names the classes (up to 20 of them).
 
     Args:
       counts: int [K, C] from :func:`class_counts`.
       path: output file.
-      class_names: legend labels; default the class indices.
+      class_names: the C class names in label order, e.g. a data set's
+        ``Dataset.class_names``; default the class indices.
     """
+    import textwrap
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     counts = np.asarray(counts)
     k, c = counts.shape
-    fig = Figure(figsize=(max(4.0, 0.3 * k + 2.0), 3.5), dpi=100)
+    width = max(4.0, 0.3 * k + 2.0)
+    fig = Figure(figsize=(width, 3.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     colors = [f"C{i % 10}" if c <= 10 else None for i in range(c)]
@@ -182,10 +196,17 @@ def plot_partition(counts: Counts, path: str, class_names: tuple[str, ...] = ())
         bottom += counts[:, j]
     ax.set_xlabel("agent")
     ax.set_ylabel("samples")
-    ax.set_title(f"class counts per agent (label skew {label_skew(counts):.3f})")
+    ax.set_title(f"class counts per agent (label skew {label_skew(counts):.3f})", fontsize=9)
     if c <= 20:
-        ax.legend(fontsize="small", bbox_to_anchor=(1.01, 1.0), loc="upper left")
-    fig.tight_layout()
+        ax.legend(fontsize=6, bbox_to_anchor=(1.01, 1.0), loc="upper left", title="class",
+                  title_fontsize=6)  # fmt: skip
+    if k <= 20:
+        ax.set_xticks(agents)
+    chars = int(width * 100 / 4.6)  # about 4.3 px per character at font size 5.5
+    caption = "\n".join(textwrap.wrap(SKEW_CAPTION, chars))
+    lines = caption.count("\n") + 1
+    fig.text(0.01, 0.01, caption, fontsize=5.5, color="dimgrey", va="bottom", ha="left")
+    fig.tight_layout(rect=(0.0, 0.025 + 0.03 * lines, 1.0, 1.0))
     fig.savefig(path)
 
 

@@ -1,0 +1,297 @@
+"""A comparison: every method × seed of one config, each run in its own resumable folder.
+
+The library behind ``experiments/compare.py --config=...`` (SPEC §9 "How a
+comparison is run and reported"). All methods of a seed share that seed, and
+with it the partition, the profile draw, the dynamics, the sampling and the
+topology; only ``method`` and ``seed`` differ between the runs' configs.
+
+Layout of ``workdir``::
+
+    workdir/
+      METHOD/seedS/          one experiment.run folder per (method, seed)
+      comparison.json        the numbers (comdml_jax.report.comparison), no wall times
+      comparison.md          the same as tables
+      comparison_wall.json   wall-clock seconds per run (kept apart: they vary run to run)
+      accuracy_vs_time.png   mean test accuracy over seeds against simulated seconds, min–max band
+      time_to_target.png     mean ± std simulated seconds to the target, per method
+
+Runs go seed by seed (every method of seed 0, then of seed 1, ...), so an
+interrupted comparison already holds complete seeds. A run is finished when
+its ``summary.json`` exists and reports ``config.rounds`` rounds; finished runs
+are not touched again. Any other run is handed to :func:`experiment.run`,
+which resumes it from its last checkpoint. The report is rewritten after
+every run, listing the runs not finished yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import ml_collections
+from absl import logging
+
+from comdml_jax.report import comparison as report_lib
+from comdml_jax.report import plots
+from comdml_jax.report.writers import JsonlWriter, to_jsonable, write_json
+
+# Config fields that may differ between a stored run and a rerun of the comparison:
+# ``rounds`` (a finished comparison can be extended) and fields that change no result.
+IGNORED_FIELDS = ("rounds", "data.data_dir", "data.cache_dir", "plots", "checkpoint_every")
+
+
+def validate_methods(methods: Sequence[str]) -> list[str]:
+    """Checks ``--methods`` against the method registry.
+
+    Args:
+      methods: method names.
+
+    Returns:
+      The names, in order.
+
+    Raises:
+      ValueError: an unknown or repeated name, or none at all; the message names
+        the flag, the bad value and the registered methods.
+    """
+    from comdml_jax.methods import METHODS
+
+    methods = list(methods)
+    if not methods:
+        raise ValueError(f"--methods is empty: name one or more of {','.join(sorted(METHODS))}")
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(
+                f"--methods={','.join(methods)}: method {m!r} is unknown; "
+                f"choose from {','.join(sorted(METHODS))}"
+            )
+    dup = sorted({m for m in methods if methods.count(m) > 1})
+    if dup:
+        raise ValueError(f"--methods={','.join(methods)} names {dup} twice: name each once")
+    return methods
+
+
+def all_methods() -> list[str]:
+    """Every registered method, the reference (ComDML) first, then by name."""
+    from comdml_jax.methods import METHODS
+
+    ref = report_lib.REFERENCE
+    return ([ref] if ref in METHODS else []) + sorted(m for m in METHODS if m != ref)
+
+
+def validate_seeds(seeds: Sequence[int]) -> list[int]:
+    """Checks ``--seeds``: distinct non-negative integers, at least one."""
+    seeds = [int(s) for s in seeds]
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(
+            f"--seeds={','.join(map(str, seeds))} is invalid: use distinct non-negative "
+            "integers, e.g. --seeds=0,1,2"
+        )
+    return seeds
+
+
+def run_dir(workdir: str | os.PathLike[str], method: str, seed: int) -> Path:
+    """The folder of one (method, seed) run: ``workdir/METHOD/seedS``."""
+    return Path(workdir) / method / f"seed{seed}"
+
+
+def run_config(
+    config: ml_collections.ConfigDict, method: str, seed: int
+) -> ml_collections.ConfigDict:
+    """``config`` with ``method`` and ``seed`` overridden (a copy; ``config`` is unchanged)."""
+    c = copy.deepcopy(config)
+    c.method = method
+    c.seed = int(seed)
+    return c
+
+
+def _flat(d: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(stored: Mapping, config: ml_collections.ConfigDict) -> list[str]:
+    """Fields (dotted) whose value in a stored ``config.json`` differs from ``config``.
+
+    :data:`IGNORED_FIELDS` are left out.
+    """
+    new = _flat(json.loads(json.dumps(to_jsonable(config.to_dict()))))
+    old = _flat(stored)
+    keys = sorted(set(new) | set(old))
+    return [k for k in keys if k not in IGNORED_FIELDS and old.get(k, "<absent>") != new.get(k)]
+
+
+def is_finished(folder: Path, config: ml_collections.ConfigDict) -> bool:
+    """Whether the run in ``folder`` is done: its summary reports ``config.rounds`` rounds.
+
+    Raises:
+      ValueError: the folder holds a run of a different config (it would not
+        be comparable) or of more rounds; the message names the fields and the way out.
+    """
+    cfg_path = folder / "config.json"
+    if cfg_path.is_file():
+        diff = config_differences(json.loads(cfg_path.read_text()), config)
+        if diff:
+            raise ValueError(
+                f"{folder} holds a run of a different config (fields {', '.join(diff)} differ); "
+                "use another --workdir, or delete that folder to run it again"
+            )
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        return False
+    done = int(json.loads(summary.read_text())["rounds"])
+    if done > int(config.rounds):
+        raise ValueError(
+            f"{folder} holds a run of {done} rounds, more than --config.rounds={config.rounds}: "
+            f"use --config.rounds={done} or more, or another --workdir"
+        )
+    return done == int(config.rounds)
+
+
+def collect(
+    workdir: str | os.PathLike[str],
+    config: ml_collections.ConfigDict,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+) -> tuple[dict, list[str], dict]:
+    """Reads the finished runs of a comparison folder.
+
+    Args:
+      workdir: the comparison folder.
+      config: the comparison's config (its ``rounds`` and ``target_accuracy``).
+      methods: methods, in report order.
+      seeds: seeds.
+
+    Returns:
+      (runs, pending, wall): method -> per-seed summaries of its finished runs
+      (:func:`comdml_jax.report.comparison.seed_summary`), the "METHOD/seedS"
+      names of the runs not finished, and method -> {seed: wall seconds}.
+    """
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    pending, wall = [], {m: {} for m in methods}
+    for m in methods:
+        for s in seeds:
+            folder = run_dir(workdir, m, s)
+            cfg = run_config(config, m, s)
+            if not is_finished(folder, cfg):
+                pending.append(f"{m}/seed{s}")
+                continue
+            records = JsonlWriter(folder / "metrics.jsonl").read()
+            runs[m].append(report_lib.seed_summary(s, records, config.target_accuracy))
+            wall[m][str(s)] = json.loads((folder / "summary.json").read_text()).get("wall_time_s")
+    return runs, pending, wall
+
+
+def shared_partitions(
+    workdir: str | os.PathLike[str], methods: Sequence[str], seeds: Sequence[int]
+) -> dict[str, bool]:
+    """Per seed, whether every method's run trained on the same partition (``partition.json``)."""
+    out = {}
+    for s in seeds:
+        texts = [
+            (run_dir(workdir, m, s) / "partition.json").read_text()
+            for m in methods
+            if (run_dir(workdir, m, s) / "partition.json").is_file()
+        ]
+        if texts:
+            out[str(s)] = all(t == texts[0] for t in texts)
+    return out
+
+
+def write_report(
+    workdir: str | os.PathLike[str],
+    config: ml_collections.ConfigDict,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    meta: Mapping | None = None,
+) -> dict:
+    """Writes comparison.json/.md, comparison_wall.json and the two plots from the finished runs.
+
+    Args:
+      workdir: the comparison folder.
+      config: the comparison's config.
+      methods: methods, in report order.
+      seeds: seeds.
+      meta: extra JSON-able fields for the report (``config``: its name, ``command``).
+
+    Returns:
+      The report dict (``comparison.json``).
+    """
+    workdir = Path(workdir)
+    runs, pending, wall = collect(workdir, config, methods, seeds)
+    runs = {m: rs for m, rs in runs.items() if rs}  # a method with no finished run is pending
+    report = report_lib.comparison_report(
+        runs,
+        target=float(config.target_accuracy),
+        rounds=int(config.rounds),
+        meta={
+            **(dict(meta) if meta else {}),
+            "methods_requested": list(methods),
+            "seeds_requested": list(seeds),
+            "shared_partition": shared_partitions(workdir, methods, seeds),
+            "pending": pending,
+        },
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(workdir / "comparison.json", report)
+    (workdir / "comparison.md").write_text(report_lib.format_markdown(report))
+    write_json(workdir / "comparison_wall.json", {"wall_time_s": wall})
+    curves = {
+        m: [JsonlWriter(run_dir(workdir, m, r["seed"]) / "metrics.jsonl").read() for r in rs]
+        for m, rs in runs.items()
+    }
+    plots.plot_accuracy_bands(curves, workdir / "accuracy_vs_time.png", config.target_accuracy)
+    plots.plot_time_to_target(report, workdir / "time_to_target.png")
+    return report
+
+
+def run_comparison(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike[str],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    meta: Mapping | None = None,
+) -> dict:
+    """Runs (or resumes) every method × seed, then writes the report.
+
+    Args:
+      config: the shared config; each run gets it with ``method`` and ``seed``
+        overridden (:func:`run_config`).
+      workdir: the comparison folder (module docstring).
+      methods: registered method names (:func:`validate_methods`).
+      seeds: seeds (:func:`validate_seeds`).
+      meta: extra JSON-able fields for the report, e.g. ``{"config":
+        "configs/table2.py:cifar10,iid,small", "command": "..."}``; no paths
+        that differ between machines, no wall times.
+
+    Returns:
+      The report dict, as written to ``comparison.json``.
+    """
+    from comdml_jax import experiment
+    from comdml_jax.config_check import validate_config
+
+    methods, seeds = validate_methods(methods), validate_seeds(seeds)
+    todo = []
+    for s in seeds:  # seed-major: an interrupted comparison holds complete seeds
+        for m in methods:
+            cfg = run_config(config, m, s)
+            validate_config(cfg)  # every run's config before any run starts
+            folder = run_dir(workdir, m, s)
+            todo.append((m, s, cfg, folder, is_finished(folder, cfg)))
+    n = len(todo)
+    for i, (m, s, cfg, folder, done) in enumerate(todo, 1):
+        if done:
+            logging.info("comparison run %d/%d: %s seed %d is finished, kept", i, n, m, s)
+            continue
+        how = "resuming" if (folder / "checkpoints").is_dir() else "starting"
+        logging.info("comparison run %d/%d: %s %s seed %d in %s", i, n, how, m, s, folder)
+        experiment.run(cfg, folder)
+        write_report(workdir, config, methods, seeds, meta)
+    return write_report(workdir, config, methods, seeds, meta)
