@@ -273,23 +273,61 @@ class Engine:
 
     # -- states ---------------------------------------------------------------
 
-    def _start_states(self, g: ModelVars, lr, role: str, cut: int):
-        """Fresh optimiser state(s) from a starting model (new buffers, safe to donate)."""
+    def _start_states(self, params, stats, head, lr, role: str, cut: int):
+        """Fresh optimiser state(s) from a starting model (new buffers, safe to donate).
+
+        ``head`` is the cut's auxiliary head (pair roles) or None.
+        """
         copy = lambda t: jax.tree.map(jnp.copy, t)
         if role == "full":
-            return steps.set_lr(steps.init_state(copy(g.params), copy(g.batch_stats), self.tx), lr)
-        sp, fp = split.split_tree(self.model, copy(g.params), cut)
-        ss, fs = split.split_tree(self.model, copy(g.batch_stats), cut)
-        sp = {**sp, split.AUX: copy(g.aux[split.aux_key(cut)])}
+            return steps.set_lr(steps.init_state(copy(params), copy(stats), self.tx), lr)
+        sp, fp = split.split_tree(self.model, copy(params), cut)
+        ss, fs = split.split_tree(self.model, copy(stats), cut)
+        sp = {**sp, split.AUX: copy(head)}
         slow = steps.set_lr(steps.init_state(sp, ss, self.tx), lr)
         fast = steps.set_lr(steps.init_state(fp, fs, self.tx), lr)
         return slow, fast
 
+    @staticmethod
+    def _head(g: ModelVars, role: str, cut: int):
+        return g.aux[split.aux_key(cut)] if role == "pair" else None
+
     def _start(self, g: ModelVars, lr, role: str, cut: int):
-        fn = self._program(
-            "start", role, cut, lambda: lambda g, lr: self._start_states(g, lr, role, cut)
-        )
-        return fn(g, lr)
+        def build():
+            return lambda p, s, h, lr: self._start_states(p, s, h, lr, role, cut)
+
+        fn = self._program("start", role, cut, build)
+        return fn(g.params, g.batch_stats, self._head(g, role, cut), lr)
+
+    def _agent_start(self, start: StartModels, agent: int, lr, role: str, cut: int):
+        """The optimiser state(s) agent ``agent`` starts its local epoch from."""
+        if not start.per_agent:
+            return self._start(start.model, lr, role, cut)
+
+        def build():
+            def fn(params, stats, head, i, lr):
+                row = lambda t: jax.tree.map(lambda x: x[i], t)
+                return self._start_states(row(params), row(stats), head, lr, role, cut)
+
+            return fn
+
+        fn = self._program("agent_start", role, cut, build)
+        m = start.model
+        return fn(m.params, m.batch_stats, self._head(m, role, cut), np.int32(agent), lr)
+
+    def _rows_buffer(self, state, n: int):
+        """A [n_bucket, ...] buffer for a group's final states (n rounded up to a power of 2,
+        so groups of changing size share a few compiled shapes)."""
+        bucket = 1 << max(int(n) - 1, 0).bit_length()
+        return jax.tree.map(lambda x: jnp.zeros((bucket, *x.shape), x.dtype), state)
+
+    def _put_row(self, role: str, cut: int):
+        """``(buffer, i, state) -> buffer`` with row i set, the buffer donated."""
+
+        def build():
+            return lambda buf, i, st: jax.tree.map(lambda b, x: b.at[i].set(x), buf, st)
+
+        return self._program("put_row", role, cut, build, donate_argnums=(0,))
 
     # -- the per-batch program ---------------------------------------------------
 
@@ -353,22 +391,28 @@ class Engine:
     # -- backends -------------------------------------------------------------------
 
     def _run_loop(self, group: Group, start: StartModels, batches: AgentBatches, round_, lr):
-        step = self._loop_step(group.role, group.cut)
+        role, cut = group.role, group.cut
+        step = self._loop_step(role, cut)
+        put = self._put_row(role, cut)
         idx = np.asarray(batches.idx)
         nbs = np.asarray(batches.num_batches)
-        finals, losses = [], []
-        for a in group.agents:
-            g = jax.device_put(start.of(a), self.home) if start.per_agent else start.model
-            state = self._start(g, lr, role=group.role, cut=group.cut)
+        buf, losses = None, []
+        for row, a in enumerate(group.agents):
+            state = self._agent_start(start, a, lr, role, cut)
             agent_losses = []
             for b in range(int(nbs[a])):
                 rab = np.array([round_, a, b], np.int32)
                 state, loss = step(state, self.data.x, self.data.y, idx[a, b], rab)
                 agent_losses.append(loss)
-            finals.append(state)
-            losses.append(jnp.mean(jnp.stack(agent_losses)) if agent_losses else jnp.nan)
-        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *finals)
-        return stacked, jnp.stack(losses)
+            if buf is None:
+                buf = self._rows_buffer(state, len(group.agents))
+            buf = put(buf, np.int32(row), state)
+            losses.append(agent_losses)
+        # One transfer for every loss of the group, and the means on the host.
+        host = jax.device_get(losses)
+        means = [float(np.mean(x)) if len(x) else np.nan for x in host]
+        n = len(group.agents)
+        return jax.tree.map(lambda x: x[:n], buf), np.asarray(means)
 
     def _run_vmap(self, group: Group, start: StartModels, batches: AgentBatches, round_, lr):
         n = len(group.agents)
@@ -385,11 +429,12 @@ class Engine:
             role, cut = group.role, group.cut
 
             def build():
-                one = lambda g, lr: self._start_states(g, lr, role, cut)
-                return jax.vmap(one, in_axes=(ModelVars(0, 0, None), None))
+                one = lambda p, st, h, lr: self._start_states(p, st, h, lr, role, cut)
+                return jax.vmap(one, in_axes=(0, 0, None, None))
 
             init = self._program("vstart", role, cut, build)
-            states = init(jax.device_put(start.rows(rows), self.home), lr)
+            m = jax.device_put(start.rows(rows), self.home)
+            states = init(m.params, m.batch_stats, self._head(m, role, cut), lr)
         else:
             one = self._start(start.model, lr, role=group.role, cut=group.cut)
             states = jax.tree.map(lambda x: jnp.broadcast_to(x, (n_pad, *x.shape)), one)
@@ -436,8 +481,7 @@ class Engine:
         # Every round starts from one placement of the starting model, whatever it was (fresh
         # init, restored checkpoint, or replicated over the mesh by a merge); otherwise every
         # cached program compiles again for the new input shardings.
-        if not start.per_agent:
-            start = StartModels(jax.device_put(start.model, self.home))
+        start = StartModels(jax.device_put(start.model, self.home), start.per_agent)
         lr = jnp.float32(lr)
         models, order, aux, skipped = [], [], {}, []
         losses = np.full(len(plan.participants), np.nan)
