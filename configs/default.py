@@ -78,6 +78,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.train.batch_size = 100
     c.train.local_epochs = 1
     c.train.backend = "auto"  # auto | loop | vmap
+    c.train.aggregation = "psum"  # psum | halving_doubling  (comdml_jax.train.aggregate.ALGORITHMS)
     c.eval_batch_size = 1000
     c.eval_every = 1
 
