@@ -1,9 +1,25 @@
 """One training run, config to outputs: the library behind ``experiments/run.py``.
 
 The data flows one way (STYLE.md): config -> system (profiles, topology) ->
-method plan (scheduler) -> engine (train, aggregate) -> method price (timing)
--> report. Every round writes one line of ``metrics.jsonl``; the run state is
-one pytree, checkpointed so that a stopped run resumes exactly.
+method plan (scheduler) -> engine (train) -> method merge -> method price
+(timing) -> report. One :func:`run_round` serves every method: a method owns
+its state and its merge (``comdml_jax.methods``). Every round writes one line
+of ``metrics.jsonl``; the run state is one pytree, checkpointed so that a
+stopped run resumes exactly.
+
+Names of the four kinds of state: :class:`RunState` (everything a run carries
+between rounds, checkpointed), ``RoundState`` (one round's environment:
+profiles, links, participants; ``system.world``), ``TrainState`` (one agent
+side's params, BN statistics and optimiser state during a local epoch;
+``train.steps``) and a method's state (``RunState.method``: its model or
+models, ``methods``).
+
+Simulated time charges each agent for the samples it holds: Ñ_i =
+E · N_i / B batches (E local epochs, batch B), also when N_i is not a multiple
+of B or smaller than one batch. The engine trains ⌈N_i / B⌉ full batches per
+epoch, whose last one is filled up by wrapping around the agent's shuffled
+samples, so a batch-mean gradient sees each sample about equally often; those
+duplicates are not charged.
 """
 
 from __future__ import annotations
@@ -20,10 +36,11 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from flax import serialization
 
-from comdml_jax import rng
+from comdml_jax import rng, run_dir
 from comdml_jax.checkpoint import Checkpointer
-from comdml_jax.config_check import validate_config
+from comdml_jax.config_check import check_partition, validate_config
 from comdml_jax.data.agents import make_epoch_batches
 from comdml_jax.data.datasets import dataset_from_config
 from comdml_jax.data.partition import (
@@ -32,15 +49,16 @@ from comdml_jax.data.partition import (
     partition_from_config,
     plot_partition,
 )
-from comdml_jax.methods import get_method
+from comdml_jax.methods import RoundContext, get_method
 from comdml_jax.models import split
 from comdml_jax.models.resnet import build_model
 from comdml_jax.report import plots, tables
 from comdml_jax.report.writers import JsonlWriter, write_json
-from comdml_jax.system.world import build_system
+from comdml_jax.system.world import sampled_at
 from comdml_jax.train import aggregate, steps
 from comdml_jax.train import profile as profile_lib
-from comdml_jax.train.engine import Engine, GlobalModel, TrainData, evaluate
+from comdml_jax.train.engine import Engine, ModelVars, TrainData
+from comdml_jax.train.evaluate import Evaluator
 
 PyTree = Any
 
@@ -50,45 +68,31 @@ class RunState(NamedTuple):
 
     Attributes:
       round: the next round to run.
-      model: the global model (params, BN statistics, aux heads).
+      method: the method's state (its model, or every agent's model, ...).
       plateau: optax's reduce-on-plateau state (the learning-rate scale).
       sim_time_s: cumulative simulated seconds.
       best_accuracy: best test accuracy so far.
       time_to_target_s: simulated seconds when the target was first reached, -1 if not yet.
+      dp_rounds: rounds that released privatised updates (the DP accountant's state).
       wall_time_s: cumulative wall-clock seconds (reporting only).
     """
 
     round: np.ndarray
-    model: GlobalModel
+    method: PyTree
     plateau: PyTree
     sim_time_s: np.ndarray
     best_accuracy: np.ndarray
     time_to_target_s: np.ndarray
+    dp_rounds: np.ndarray
     wall_time_s: np.ndarray
 
 
 def _to_tree(state: RunState) -> dict:
-    return {
-        "round": np.asarray(state.round, np.int64),
-        "model": state.model._asdict(),
-        "plateau": state.plateau._asdict(),
-        "sim_time_s": np.asarray(state.sim_time_s, np.float64),
-        "best_accuracy": np.asarray(state.best_accuracy, np.float64),
-        "time_to_target_s": np.asarray(state.time_to_target_s, np.float64),
-        "wall_time_s": np.asarray(state.wall_time_s, np.float64),
-    }
+    return serialization.to_state_dict(state)
 
 
 def _from_tree(tree: dict, like: RunState) -> RunState:
-    return RunState(
-        round=tree["round"],
-        model=GlobalModel(**tree["model"]),
-        plateau=type(like.plateau)(**tree["plateau"]),
-        sim_time_s=tree["sim_time_s"],
-        best_accuracy=tree["best_accuracy"],
-        time_to_target_s=tree["time_to_target_s"],
-        wall_time_s=tree["wall_time_s"],
-    )
+    return serialization.from_state_dict(like, tree)
 
 
 def plateau_schedule(config: ml_collections.ConfigDict):
@@ -114,21 +118,30 @@ class Experiment:
     model: Any
     profile: Any
     engine: Engine
+    evaluator: Evaluator
     parts: list
-    test_x: jax.Array
-    test_y: jax.Array
-    mean: tuple
-    std: tuple
+    mesh: Any
+
+    @property
+    def num_samples(self) -> np.ndarray:
+        """[K] N_i, the samples each agent holds."""
+        return np.asarray([len(p) for p in self.parts], np.int64)
+
+    @property
+    def charged_batches(self) -> np.ndarray:
+        """[K] Ñ_i = E · N_i / B, the batches the timing model charges (module docstring)."""
+        t = self.config.train
+        return t.local_epochs * self.num_samples / t.batch_size
 
 
 def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> Experiment:
     """Validates the config, then loads data and builds the system, model and engine."""
-    validate_config(config)
-    system = build_system(config)
+    system = validate_config(config)  # the System it checked, built once
     method = get_method(config.method)
     seed = int(config.seed)
     dataset = dataset_from_config(config.data, seed)
     parts = partition_from_config(config.data, dataset.y_train, config.num_agents, seed)
+    check_partition(config, parts)  # every agent's data against the batch, before any work
     model = build_model(
         config.model.name,
         num_classes=dataset.num_classes,
@@ -149,7 +162,25 @@ def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) ->
         flip=bool(config.data.augment),
         cutout=int(config.data.cutout),
     )
-    engine = Engine(model, tx, data, config.train.backend, aggregate.make_mesh(), seed)
+    mesh = aggregate.make_mesh()
+    engine = Engine(
+        model,
+        tx,
+        data,
+        config.train.backend,
+        mesh,
+        seed,
+        on_nonfinite=config.train.get("on_nonfinite", "stop"),
+    )
+    evaluator = Evaluator(
+        model,
+        dataset.x_test,
+        dataset.y_test,
+        mean,
+        std,
+        config.eval_batch_size,
+        xla_options=engine.steps.xla_options,
+    )
     return Experiment(
         config=config,
         workdir=Path(workdir),
@@ -158,11 +189,9 @@ def build(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) ->
         model=model,
         profile=profile,
         engine=engine,
+        evaluator=evaluator,
         parts=parts,
-        test_x=jnp.asarray(dataset.x_test),
-        test_y=jnp.asarray(dataset.y_test, jnp.int32),
-        mean=mean,
-        std=std,
+        mesh=mesh,
     )
 
 
@@ -171,23 +200,82 @@ def initial_state(exp: Experiment) -> RunState:
     key = rng.stream(int(exp.config.seed), "init")
     params, stats = exp.model.init(key)
     aux = split.init_all_aux(exp.model, jax.random.fold_in(key, 1 << 20))
+    model = ModelVars(params, stats, aux)
     return RunState(
         round=np.asarray(0, np.int64),
-        model=GlobalModel(params, stats, aux),
+        method=exp.method.init(model, int(exp.config.num_agents)),
         plateau=plateau_schedule(exp.config).init({}),
         sim_time_s=np.asarray(0.0),
         best_accuracy=np.asarray(0.0),
         time_to_target_s=np.asarray(-1.0),
+        dp_rounds=np.asarray(0, np.int64),
         wall_time_s=np.asarray(0.0),
     )
 
 
+def round_context(exp: Experiment, round_: int) -> RoundContext:
+    """What the method may read about round r (host side)."""
+    cfg = exp.config
+    return RoundContext(
+        round=round_,
+        seed=int(cfg.seed),
+        system=exp.system,
+        env=exp.system.round_state(round_),
+        num_batches=exp.charged_batches,
+        num_samples=exp.num_samples,
+        profile=exp.profile,
+        mesh=exp.mesh,
+        aggregation=str(cfg.train.get("aggregation", "psum")),
+    )
+
+
+def _plan_record(plan, timing) -> dict:
+    """What a round exchanged, so that its time can be re-derived from the record."""
+    out = {
+        "pairs": [list(p) for p in plan.pairs],
+        "transfers": [list(t) for t in plan.transfers],
+        "aggregator": plan.aggregator if plan.aggregator >= 0 else None,
+    }
+    out.update(timing.detail)
+    return out
+
+
 def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
-    """Plans, trains, aggregates, evaluates and prices one round."""
+    """Plans, prices, trains, merges and evaluates one round, for any method.
+
+    A round in which nobody can take part (everyone sampled is disconnected,
+    or cut off from the others) is recorded as skipped: ``skipped: true``, the
+    reason, and ``round_time_s`` 0: the simulated clock does not advance,
+    since nothing is trained or sent. The model, the learning rate and the
+    plateau schedule are unchanged by it.
+    """
     cfg = exp.config
     r = int(state.round)
     t0 = time.perf_counter()
-    rs = exp.system.round_state(r)
+    ctx = round_context(exp, r)
+    plan = exp.method.plan(ctx, state.method)
+    timing = exp.method.price(ctx, plan)
+    part = plan.participants
+    base = {
+        "round": r,
+        "method": cfg.method,
+        "num_participants": int(part.sum()),
+        "participants": np.flatnonzero(part).tolist(),
+    }
+    if not part.any():
+        reason = _skip_reason(ctx)
+        logging.warning("round %d/%d skipped: %s", r + 1, cfg.rounds, reason)
+        wall = float(state.wall_time_s) + (time.perf_counter() - t0)
+        record = {
+            **base,
+            "skipped": True,
+            "reason": reason,
+            "sim_time_s": float(state.sim_time_s),
+            "round_time_s": 0.0,
+            "wall_time_s": wall,
+        }
+        new = state._replace(round=np.asarray(r + 1, np.int64), wall_time_s=np.asarray(wall))
+        return new, record
     batches = make_epoch_batches(
         exp.parts,
         cfg.train.batch_size,
@@ -195,20 +283,35 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         r,
         cfg.train.local_epochs,
     )
-    num_batches = np.asarray(batches.num_batches)
-    plan = exp.method.plan(exp.system, rs, num_batches, exp.profile)
-    timing = exp.method.price(exp.system, rs, plan, num_batches, exp.profile)
     lr = float(cfg.optim.lr * state.plateau.scale)
-    result = exp.engine.train_round(state.model, plan, batches, r, lr)
+    start = exp.method.start(state.method, plan)
+    trained = exp.engine.train_agents(start, plan, batches, r, lr)
+    mstate, merge_info = exp.method.merge(
+        state.method, start, trained, plan, ctx, jax.random.fold_in(rng.stream(ctx.seed, "mix"), r)
+    )
     # The plateau schedule only sees the scheduled evaluations: the extra one after a
     # run's last round is for the report, so a run stopped early and resumed with more
     # rounds trains exactly like an uninterrupted one.
     scheduled = (r + 1) % cfg.eval_every == 0
     evaluated = scheduled or r + 1 == cfg.rounds
+    extra = {}
     if evaluated:
-        test_loss, test_acc = evaluate(
-            exp.model, result.model, exp.test_x, exp.test_y, exp.mean, exp.std, cfg.eval_batch_size
-        )
+        consensus = exp.method.consensus(mstate, ctx)
+        test_loss, test_acc = exp.evaluator(consensus.params, consensus.batch_stats)
+        every = int(cfg.get("eval_agents_every", 0))
+        models = exp.method.agent_models(mstate)
+        if models is not None and every > 0 and ((r + 1) % every == 0 or r + 1 == cfg.rounds):
+            accs = exp.evaluator.each(*models, limit=int(cfg.get("eval_agents_subset", 0)))
+            extra = {
+                "agent_test_accuracy_mean": float(accs.mean()),
+                "agent_test_accuracy_min": float(accs.min()),
+                "agent_test_accuracy_max": float(accs.max()),
+            }
+        if not np.isfinite(test_loss):
+            raise NonFiniteRunError(
+                f"round {r + 1}: the {cfg.method} model's test loss is not finite; "
+                "the last good checkpoint is kept. Lower optim.lr."
+            )
     else:
         test_loss = test_acc = float("nan")
     plateau = state.plateau
@@ -221,38 +324,67 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
     ttt = float(state.time_to_target_s)
     if ttt < 0 and evaluated and test_acc >= cfg.target_accuracy:
         ttt = sim_time
-    part = plan.participants
-    sizes = np.asarray(batches.num_samples, np.float64)
-    train_loss = float(np.sum(result.train_loss[part] * sizes[part]) / np.sum(sizes[part]))
+    sizes = exp.num_samples.astype(np.float64)
+    ok = np.isfinite(trained.train_loss) & part
+    train_loss = (
+        float(np.sum(trained.train_loss[ok] * sizes[ok]) / np.sum(sizes[ok]))
+        if ok.any()
+        else float("nan")
+    )
     wall = float(state.wall_time_s) + (time.perf_counter() - t0)
     record = {
-        "round": r,
-        "method": cfg.method,
+        **base,
         "sim_time_s": sim_time,
         "round_time_s": timing.round_time_s,
-        "allreduce_time_s": timing.allreduce_s,
+        "exchange_time_s": timing.exchange_time_s,
+        "allreduce_time_s": timing.exchange_time_s if exp.method.exchange == "allreduce" else None,
         "alone_round_time_s": timing.alone_round_time_s,
         "test_accuracy": test_acc,
         "test_loss": test_loss,
         "train_loss": train_loss,
         "lr": lr,
-        "num_participants": int(part.sum()),
-        "pairs": [list(p) for p in plan.pairs],
+        **_plan_record(plan, timing),
         "compute_s": timing.compute_s,
         "comm_s": timing.comm_s,
         "idle_s": timing.idle_s,
+        "exchange_s": timing.exchange_s,
+        **extra,
+        **merge_info,
         "wall_time_s": wall,
     }
+    if int(part.sum()) == 1:
+        record["note"] = "one participant: it trained alone and nothing was exchanged"
+    if trained.skipped:
+        record["skipped_groups"] = [
+            {"role": g, "cut": c, "agents": list(a)} for g, c, a in trained.skipped
+        ]
     new = RunState(
         round=np.asarray(r + 1, np.int64),
-        model=result.model,
+        method=mstate,
         plateau=plateau,
         sim_time_s=np.asarray(sim_time),
         best_accuracy=np.asarray(best),
         time_to_target_s=np.asarray(ttt),
+        dp_rounds=state.dp_rounds,
         wall_time_s=np.asarray(wall),
     )
     return new, record
+
+
+class NonFiniteRunError(FloatingPointError):
+    """The run diverged: a loss or a merged model is not finite."""
+
+
+def _skip_reason(ctx: RoundContext) -> str:
+    """Why round r has no participant (from its environment)."""
+    env, system = ctx.env, ctx.system
+    sampled = sampled_at(system.seed, ctx.round, system.num_agents, system.participation)
+    connected = sampled & (np.asarray(env.bandwidth_mbps) > 0)
+    if not sampled.any():
+        return "no agent was sampled"
+    if not connected.any():
+        return f"all {int(sampled.sum())} sampled agents are disconnected (0 Mbps) this round"
+    return "no two sampled agents can reach each other and none can train alone"
 
 
 def save_state(ckpt: Checkpointer, state: RunState) -> None:
@@ -301,11 +433,31 @@ def write_plots(exp: Experiment, records: list[dict]) -> None:
     plots.plot_accuracy_vs_time(
         {exp.config.method: records}, wd / "accuracy_vs_time.png", exp.config.target_accuracy
     )
-    if records:
-        plots.plot_round_timeline(records[-1], wd / "timeline_last_round.png")
+    trained = [r for r in records if not r.get("skipped")]
+    if trained:
+        plots.plot_round_timeline(trained[-1], wd / "timeline_last_round.png")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> dict:
+def _log_round(config, record: dict) -> None:
+    r = record["round"]
+    if record.get("skipped"):
+        return
+    logging.info(
+        "round %d/%d  %d agents  acc %.4f  loss %.4f  sim %.1f s  pairs %d  wall %.1f s",
+        r + 1,
+        config.rounds,
+        record["num_participants"],
+        record["test_accuracy"],
+        record["train_loss"],
+        record["sim_time_s"],
+        len(record["pairs"]),
+        record["wall_time_s"],
+    )
+
+
+def run(
+    config: ml_collections.ConfigDict, workdir: str | os.PathLike[str], *, fresh: bool = False
+) -> dict:
     """Runs (or resumes) an experiment and writes its outputs to ``workdir``.
 
     Outputs: ``config.json``, ``metrics.jsonl`` (one record per round),
@@ -318,13 +470,18 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> d
         checkpoint (records of later rounds are dropped from ``metrics.jsonl``),
         and continues exactly as an uninterrupted run would, also when resumed
         with a larger ``rounds``. Only a record of the earlier run's last round
-        keeps the extra test evaluation that a run's last round gets.
+        keeps the extra test evaluation that a run's last round gets. A run is
+        resumed only with a config equal to the recorded one (run_dir.prepare).
+      fresh: discard a previous run in ``workdir`` and start over.
 
     Returns:
       The summary dict.
     """
     workdir = Path(workdir)
-    exp = build(config, workdir)  # validates the config first: nothing is written before
+    # Validate the config and the workdir, and check that a previous run there may be
+    # resumed (or remove it with fresh), before any work or write.
+    run_dir.prepare(config, workdir, fresh=fresh)
+    exp = build(config, workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     write_json(workdir / "config.json", config.to_dict())
     counts = class_counts(exp.parts, np.asarray(exp.engine.data.y), exp.model.num_classes)
@@ -346,17 +503,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]) -> d
     while int(state.round) < config.rounds:
         state, record = run_round(exp, state)
         writer.write(record)
+        _log_round(config, record)
         r = record["round"]
-        logging.info(
-            "round %d/%d  acc %.4f  loss %.4f  sim %.1f s  pairs %d  wall %.1f s",
-            r + 1,
-            config.rounds,
-            record["test_accuracy"],
-            record["train_loss"],
-            record["sim_time_s"],
-            len(record["pairs"]),
-            record["wall_time_s"],
-        )
         if ckpt is not None and ((r + 1) % config.checkpoint_every == 0 or r + 1 == config.rounds):
             save_state(ckpt, state)
 

@@ -55,7 +55,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # Table I's compute/link ratio holds (comdml_jax.system.timing.calibrate_cpu_flops)
     c.system.cpu_flops_calibration = ""
     c.system.cpu_gamma = 1.0  # effective speed = cpu ** gamma
-    c.system.latency_s = 1e-3  # per-message latency alpha of the AllReduce
+    c.system.latency_s = 1e-3  # per-message latency alpha (AllReduce steps, model transfers)
+    c.system.server_bandwidth_mbps = 1000.0  # FedAvg's server link S, shared fairly (SPEC §7)
     c.system.allreduce = "halving_doubling"  # halving_doubling | ring
     c.system.topology = ConfigDict()
     c.system.topology.kind = "full"  # full | random | ring | edges
@@ -78,9 +79,14 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.train.batch_size = 100
     c.train.local_epochs = 1
     c.train.backend = "auto"  # auto | loop | vmap
+    c.train.on_nonfinite = "stop"  # stop | skip (drop a diverged group's update, recorded)
     c.train.aggregation = "psum"  # psum | halving_doubling  (comdml_jax.train.aggregate.ALGORITHMS)
     c.eval_batch_size = 1000
     c.eval_every = 1
+    # Per-agent methods (gossip, braintorrent): evaluate every agent's own model every
+    # eval_agents_every rounds (0: never) on the first eval_agents_subset test images (0: all).
+    c.eval_agents_every = 5
+    c.eval_agents_subset = 1000
 
     # --- output ---
     c.checkpoint_every = 10  # rounds; 0 disables checkpoints

@@ -1,5 +1,7 @@
 """The round engine: backends, aggregation, weighting (issue 5)."""
 
+from types import SimpleNamespace
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,12 +10,13 @@ import pytest
 
 from comdml_jax.data.agents import make_epoch_batches
 from comdml_jax.data.augment import batch_key
+from comdml_jax.methods.base import average
 from comdml_jax.models import split
 from comdml_jax.models.conv import compiler_options
 from comdml_jax.models.resnet import build_model
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train import aggregate, steps
-from comdml_jax.train.engine import Engine, GlobalModel, TrainData
+from comdml_jax.train.engine import Engine, ModelVars, TrainData
 
 K = 5
 SIZES = [12, 8, 16, 6, 9]  # agent 4 sits out in the plans below
@@ -31,7 +34,7 @@ def world():
     parts = [np.arange(bounds[i], bounds[i + 1]) for i in range(K)]
     data = TrainData(jnp.asarray(x), jnp.asarray(y), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     params, stats = model.init(jax.random.key(0))
-    g = GlobalModel(params, stats, split.init_all_aux(model, jax.random.key(1)))
+    g = ModelVars(params, stats, split.init_all_aux(model, jax.random.key(1)))
     batches = make_epoch_batches(parts, B, jax.random.key(3), 0, epochs=1)
     return model, data, g, batches
 
@@ -39,6 +42,19 @@ def world():
 def _engine(model, data, backend, devices=None):
     tx = steps.make_optimizer(0.05)
     return Engine(model, tx, data, backend, aggregate.make_mesh(devices), seed=0)
+
+
+def _average(engine, g, agents, num_samples):
+    """The global methods' merge: the data-size-weighted average (methods.base.average)."""
+    ctx = SimpleNamespace(num_samples=np.asarray(num_samples), mesh=engine.mesh, central_noise=None)
+    return average(agents, g, ctx)[0]
+
+
+def _train_round(engine, g, plan, batches, round_, lr):
+    agents = engine.train_agents(g, plan, batches, round_, lr)
+    return SimpleNamespace(
+        model=_average(engine, g, agents, batches.num_samples), train_loss=agents.train_loss
+    )
 
 
 def _weighted_mean(trees, weights):
@@ -59,8 +75,8 @@ PLAN = RoundPlan(
 
 def test_vmap_and_loop_backends_agree(world):
     model, data, g, batches = world
-    loop = _engine(model, data, "loop").train_round(g, PLAN, batches, round_=1, lr=0.05)
-    vmap = _engine(model, data, "vmap").train_round(g, PLAN, batches, round_=1, lr=0.05)
+    loop = _train_round(_engine(model, data, "loop"), g, PLAN, batches, round_=1, lr=0.05)
+    vmap = _train_round(_engine(model, data, "vmap"), g, PLAN, batches, round_=1, lr=0.05)
     chex.assert_trees_all_close(loop.model, vmap.model, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(loop.train_loss[:4], vmap.train_loss[:4], atol=1e-5)
     assert np.isnan(loop.train_loss[4]) and np.isnan(vmap.train_loss[4])
@@ -78,9 +94,9 @@ def test_one_device_and_eight_devices_aggregate_equally(world):
     assert jax.device_count() == 8
     engine = _engine(model, data, "loop")
     agents = engine.train_agents(g, PLAN, batches, 1, 0.05)
-    eight = engine.aggregate(g, agents, batches.num_samples)
+    eight = _average(engine, g, agents, batches.num_samples)
     engine.mesh = aggregate.make_mesh(jax.devices()[:1])
-    one = engine.aggregate(g, agents, batches.num_samples)
+    one = _average(engine, g, agents, batches.num_samples)
     chex.assert_trees_all_close(one, eight, atol=1e-6, rtol=1e-6)
 
 
@@ -110,7 +126,7 @@ def test_data_size_weighting_matches_hand_computation(world):
     model, data, g, batches = world
     plan = RoundPlan.alone(np.array([True, True, True, False, True]))
     engine = _engine(model, data, "loop")
-    result = engine.train_round(g, plan, batches, round_=2, lr=0.05)
+    result = _train_round(engine, g, plan, batches, round_=2, lr=0.05)
 
     # Hand computation: train each participant alone with the plain step, then average in numpy.
     tx = steps.make_optimizer(0.05)
@@ -155,7 +171,7 @@ def test_loop_backend_trains_every_real_batch_of_every_epoch(world):
     np.testing.assert_array_equal(nb, 2 * -(-np.asarray(SIZES) // B))
     plan = RoundPlan.alone(np.array([True, False, True, True, False]))
     engine = _engine(model, data, "loop")
-    result = engine.train_round(g, plan, batches, round_=5, lr=0.05)
+    result = _train_round(engine, g, plan, batches, round_=5, lr=0.05)
     step = engine._loop_step("full", 0)
     idx = np.asarray(batches.idx)
     finals, weights = [], []

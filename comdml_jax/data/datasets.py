@@ -122,6 +122,10 @@ class DatasetSpec:
       locate: ``(data_dir) -> source folder``; raises DatasetNotFoundError.
       decode: ``(source folder, data_dir, include_valid) -> _Decoded``.
       has_valid: whether ``include_valid`` means anything for this data set.
+      num_train: samples in the ``train`` split (known without loading, for
+        :mod:`comdml_jax.config_check`).
+      num_test: samples in the ``test`` split.
+      num_valid: samples in the ``valid`` split (``include_valid`` adds them).
     """
 
     name: str
@@ -132,6 +136,13 @@ class DatasetSpec:
     locate: Callable[[Path], Path]
     decode: Callable[[Path, Path, bool], _Decoded]
     has_valid: bool = False
+    num_train: int = 0
+    num_test: int = 0
+    num_valid: int = 0
+
+    def train_size(self, include_valid: bool = False) -> int:
+        """Training samples before any subset: ``train``, plus ``valid`` if included."""
+        return self.num_train + (self.num_valid if include_valid else 0)
 
 
 DATASETS: dict[str, DatasetSpec] = {}
@@ -229,7 +240,9 @@ def _tfds_decode(name: str, version: str) -> Callable[[Path, Path, bool], _Decod
     return decode
 
 
-def _register_tfds(name, num_classes, mean, std, version="3.0.2") -> DatasetSpec:
+def _register_tfds(
+    name, num_classes, mean, std, version="3.0.2", num_train=50_000, num_test=10_000
+) -> DatasetSpec:
     return register_dataset(
         DatasetSpec(
             name=name,
@@ -239,6 +252,8 @@ def _register_tfds(name, num_classes, mean, std, version="3.0.2") -> DatasetSpec
             std=std,
             locate=_tfds_locate(name, version),
             decode=_tfds_decode(name, version),
+            num_train=num_train,
+            num_test=num_test,
         )
     )
 
@@ -335,6 +350,9 @@ register_dataset(
         locate=_cinic_locate,
         decode=_decode_cinic,
         has_valid=True,
+        num_train=90_000,  # CINIC-10: 90,000 images in each of train, valid and test
+        num_test=90_000,
+        num_valid=90_000,
     )
 )
 

@@ -1,6 +1,20 @@
-"""Training methods, each a planner + pricer over the shared engine (registry by name)."""
+"""Training methods: each owns its state and merge, and plans and prices its rounds."""
 
-from comdml_jax.methods import allreduce, comdml  # noqa: F401  (registration)
-from comdml_jax.methods.base import METHODS, Method, get_method
+from comdml_jax.methods import allreduce, braintorrent, comdml, fedavg, gossip  # noqa: F401
+from comdml_jax.methods.base import (
+    METHODS,
+    GlobalModelMethod,
+    GlobalState,
+    Method,
+    RoundContext,
+    get_method,
+)
 
-__all__ = ["METHODS", "Method", "get_method"]
+__all__ = [
+    "METHODS",
+    "GlobalModelMethod",
+    "GlobalState",
+    "Method",
+    "RoundContext",
+    "get_method",
+]

@@ -1,15 +1,28 @@
-"""What a method is: a planner and a pricer over the shared engine.
+"""What a method is: it owns its state and its merge, and plans and prices its rounds.
 
-A method decides, each round, who trains what (a :class:`RoundPlan`) and what
-that round costs in simulated time (a :class:`RoundTiming`). The engine trains
-and aggregates any plan, so methods stay small and comparable under one timing
-model (SPEC §7).
+One ``run_round`` (``comdml_jax.experiment``) serves every method (DESIGN.md)::
+
+    plan    = method.plan(ctx, mstate)               # who trains what, who sends to whom
+    timing  = method.price(ctx, plan)                # simulated seconds, from the same plan
+    start   = method.start(mstate, plan)             # each participant's starting model
+    trained = engine.train_agents(start, plan, ...)  # loop | vmap backends
+    trained = privacy.local(start, trained, key)     # DP on the updates, if configured
+    mstate, info = method.merge(mstate, start, trained, plan, ctx, key)
+    model   = method.consensus(mstate, ctx)          # what the test accuracy is measured on
+
+A method never branches in the engine or the experiment: a new method is a
+new module here that registers itself. Methods that need one model
+(:class:`GlobalModelMethod`) keep one; methods whose agents keep their own
+models (:mod:`comdml_jax.methods.per_agent`) keep them stacked [K, ...].
+Every random choice a method makes (gossip targets, the aggregator) comes
+from its own host stream ``rng_for(seed, purpose, round[, agent])``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -17,27 +30,78 @@ from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import RoundTiming
 from comdml_jax.system.world import RoundState, System
+from comdml_jax.train import aggregate
+from comdml_jax.train.engine import AgentModels, ModelVars, StartModels
+
+PyTree = Any
+MethodState = Any  # a NamedTuple pytree, checkpointed with the run state
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundContext:
+    """Everything a method may read about round r (host side, built once per round).
+
+    Attributes:
+      round: r.
+      seed: the run seed.
+      system: the simulated world.
+      env: the round's profiles, links and participants.
+      num_batches: [K] Ñ_i charged by the timing model (samples / B, see ``experiment``).
+      num_samples: [K] N_i, the aggregation weights.
+      profile: the split profile.
+      mesh: the agent mesh that merges run over.
+      aggregation: the collective that sums across the mesh (``train.aggregation``).
+      central_noise: adds central DP noise to a merged model (None: no central DP):
+        ``central_noise(base, merged, trained, num_samples, key) -> merged``.
+    """
+
+    round: int
+    seed: int
+    system: System
+    env: RoundState
+    num_batches: np.ndarray
+    num_samples: np.ndarray
+    profile: SplitProfile
+    mesh: Any
+    aggregation: str = "psum"
+    central_noise: Callable | None = None
 
 
 class Method(Protocol):
-    """A training method under the common timing model."""
+    """A training method under the common timing model (SPEC §7)."""
 
     name: str
+    per_agent: bool  # whether agents keep their own models across rounds
+    exchange: str  # what follows training: allreduce | server | gossip | pull
 
-    def plan(
-        self, system: System, state: RoundState, num_batches: np.ndarray, profile: SplitProfile
-    ) -> RoundPlan:
-        """The round's plan: participants, pairs and cuts."""
+    def init(self, model: ModelVars, num_agents: int) -> MethodState:
+        """The state before round 0, from the seeded initial model."""
 
-    def price(
+    def plan(self, ctx: RoundContext, mstate: MethodState) -> RoundPlan:
+        """The round's plan: participants, pairs, cuts and model transfers."""
+
+    def price(self, ctx: RoundContext, plan: RoundPlan) -> RoundTiming:
+        """The round's simulated times, from the plan alone."""
+
+    def start(self, mstate: MethodState, plan: RoundPlan) -> StartModels:
+        """Each participant's model at the start of its local epoch."""
+
+    def merge(
         self,
-        system: System,
-        state: RoundState,
+        mstate: MethodState,
+        start: StartModels,
+        trained: AgentModels,
         plan: RoundPlan,
-        num_batches: np.ndarray,
-        profile: SplitProfile,
-    ) -> RoundTiming:
-        """The round's simulated times."""
+        ctx: RoundContext,
+        key,
+    ) -> tuple[MethodState, dict]:
+        """The state after the round's exchange, and what to record about it."""
+
+    def consensus(self, mstate: MethodState, ctx: RoundContext) -> ModelVars:
+        """The model the round's test accuracy is measured on."""
+
+    def agent_models(self, mstate: MethodState) -> tuple[PyTree, PyTree] | None:
+        """Every agent's own (params, batch_stats), stacked [K, ...]; None for one model."""
 
 
 METHODS: dict[str, Callable[[], Method]] = {}
@@ -56,3 +120,78 @@ def get_method(name: str) -> Method:
     if name not in METHODS:
         raise ValueError(f"method={name!r} is unknown; choose one of {sorted(METHODS)}")
     return METHODS[name]()
+
+
+# --- Methods with one model ---
+
+
+class GlobalState(NamedTuple):
+    """The state of a method with one model: the model every agent starts from."""
+
+    model: ModelVars
+
+
+def average(
+    trained: AgentModels, base: ModelVars, ctx: RoundContext, key=None
+) -> tuple[ModelVars, dict]:
+    """The data-size-weighted average of the trained agents (SPEC §4), as one model.
+
+    Σ N_i w_i / Σ N_i over the agents in ``trained`` (BN statistics included);
+    each auxiliary head is averaged over the slow agents of its cut, and heads
+    of cuts nobody used this round are kept from ``base``. With central DP the
+    noise is added to the averaged update (``ctx.central_noise``).
+
+    Args:
+      trained: the round's trained agents.
+      base: the round's starting model (unused aux heads, and the base of central noise).
+      ctx: the round context (weights, mesh, collective, central noise).
+      key: the key of the central noise.
+
+    Returns:
+      (the new model, {"merged": agents averaged}).
+    """
+    sizes = np.asarray(ctx.num_samples, np.float64)
+    weights = sizes[list(trained.order)]
+    params, stats = aggregate.weighted_average(
+        (trained.params, trained.batch_stats), weights, ctx.mesh
+    )
+    aux = dict(base.aux)
+    for m, (heads, who) in trained.aux.items():
+        aux[f"m{m}"] = aggregate.weighted_average(heads, sizes[list(who)], ctx.mesh)
+    new = ModelVars(params, stats, aux)
+    if ctx.central_noise is not None:
+        new = ctx.central_noise(base, new, trained, sizes, key)
+    return new, {"merged": list(trained.order)}
+
+
+class GlobalModelMethod:
+    """Shared behaviour of methods that keep one model and average everyone into it.
+
+    Subclasses give ``name``, :meth:`plan` and :meth:`price`.
+    """
+
+    name = ""
+    per_agent = False
+
+    def init(self, model: ModelVars, num_agents: int) -> GlobalState:
+        del num_agents
+        return GlobalState(model)
+
+    def start(self, mstate: GlobalState, plan: RoundPlan) -> StartModels:
+        del plan
+        return StartModels(mstate.model)
+
+    def merge(self, mstate, start, trained, plan, ctx, key):
+        del start, plan
+        if not trained.order:  # every group was dropped (train.on_nonfinite='skip')
+            return mstate, {"merged": []}
+        model, info = average(trained, mstate.model, ctx, key)
+        return GlobalState(model), info
+
+    def consensus(self, mstate: GlobalState, ctx: RoundContext) -> ModelVars:
+        del ctx
+        return mstate.model
+
+    def agent_models(self, mstate: GlobalState):
+        del mstate
+        return None

@@ -1,21 +1,30 @@
 """ComDML (paper Sec. IV): pair slow agents with faster ones, then AllReduce.
 
 Plan: the configured scheduler, Algorithm 1's greedy pairing by default
-(``system.scheduler``). Price: eq. (4) per agent, round time
-max_i τ_i + T_allreduce (SPEC §5).
+(``system.scheduler``). Time formula (eq. (4), SPEC §5), with P the round's
+participants:
+  alone:             τ_i = Ñ_i t_ref / s_i,
+  slow i at cut m:   τ_i = Ñ_i T_s^m t_ref / s_i,
+  its partner j:     τ_j = Ñ_j t_ref / s_j + Ñ_i ν^m / c_ij + Ñ_i T_f^m t_ref / s_j,
+  round = max_{i∈P} τ_i + T_allreduce.
+Merge: as AllReduce, the data-size-weighted average; a slow agent's model is
+its front joined with the back its partner trained for it; auxiliary heads are
+averaged per cut over the agents that used that cut (SPEC §4).
 """
 
 from __future__ import annotations
 
-from comdml_jax.methods.base import register
+from comdml_jax.methods.base import GlobalModelMethod, register
 
 
 @register("comdml")
-class ComDML:
+class ComDML(GlobalModelMethod):
     name = "comdml"
+    exchange = "allreduce"
 
-    def plan(self, system, state, num_batches, profile):
-        return system.plan(state, num_batches, profile)
+    def plan(self, ctx, mstate):
+        del mstate
+        return ctx.system.plan(ctx.env, ctx.num_batches, ctx.profile)
 
-    def price(self, system, state, plan, num_batches, profile):
-        return system.price(plan, state, num_batches, profile)
+    def price(self, ctx, plan):
+        return ctx.system.price(plan, ctx.env, ctx.num_batches, ctx.profile)

@@ -31,10 +31,11 @@ class RoundPlan:
       participants: [K] bool, the agents that train this round.
       partner: [K] int, the fast partner j of a slow agent i, −1 otherwise.
       cut: [K] int, the cut m of a slow agent (>= 1), 0 otherwise.
-      sends: [K] int, the agent that receives i's trained model in a pairwise
-        exchange (a Gossip target, or the BrainTorrent aggregator for a pulled
-        agent), −1 for none. Collective exchanges (AllReduce, FedAvg's server)
-        leave it at −1: every participant takes part.
+      sends: [K] int, the agent that receives i's model in a pairwise exchange
+        (a Gossip target, or the BrainTorrent aggregator for a pulled agent,
+        which may be an online agent that did not train this round), −1 for
+        none. Collective exchanges (AllReduce, FedAvg's server) leave it at −1:
+        every participant takes part.
       aggregator: the BrainTorrent aggregator of the round, −1 for none.
     """
 
@@ -62,8 +63,8 @@ class RoundPlan:
             raise ValueError("sends must be −1 or an agent index")
         if np.any(sends[senders] == senders):
             raise ValueError("an agent cannot send its model to itself")
-        if not (np.all(part[senders]) and np.all(part[sends[senders]])):
-            raise ValueError("both ends of a model transfer must be participants")
+        if not np.all(part[sends[senders]]):
+            raise ValueError("the receiver of a model transfer must be a participant")
         if not (-1 <= self.aggregator < k) or (self.aggregator >= 0 and not part[self.aggregator]):
             raise ValueError("aggregator must be −1 or a participant")
         slow = np.flatnonzero(partner >= 0)

@@ -62,6 +62,8 @@ class Purpose(enum.IntEnum):
     DYNAMICS = 3
     PARTICIPATION = 4
     TOPOLOGY = 5
+    GOSSIP = 6  # Gossip Learning's targets (per round and agent)
+    AGGREGATOR = 7  # BrainTorrent's aggregator (per round)
 
 
 def rng_for(seed: int, purpose: Purpose, round_: int = 0) -> np.random.Generator:

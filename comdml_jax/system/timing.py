@@ -62,6 +62,14 @@ def transfer_s(num_bytes, mbps):
     return num_bytes * 8 / (mbps * 1e6)
 
 
+def xfer_s(num_bytes, mbps, latency_s, hops=1):
+    """One message (SPEC §7): bytes · 8 / (Mbps · 1e6) + hops · α seconds (vectorised).
+
+    ``mbps`` is the route's bottleneck and ``hops`` its length; a direct link is one hop.
+    """
+    return transfer_s(num_bytes, mbps) + np.asarray(hops) * latency_s
+
+
 # --- Table I calibration (SPEC §5 "Calibrate the default cpu_flops") ---
 
 TABLE1_SETTING1 = {
@@ -120,6 +128,8 @@ class TimingParams:
       allreduce: registry name in :data:`ALLREDUCE`.
       cpu_flops_calibration: '' to use ``cpu_flops`` as given, or a name in
         :data:`CALIBRATIONS` to derive it from the split profile instead.
+      server_bandwidth_mbps: S, FedAvg's server link, shared fairly by the
+        round's participants (SPEC §7).
     """
 
     cpu_flops: float = 3.0e9
@@ -127,12 +137,18 @@ class TimingParams:
     latency_s: float = 1e-3
     allreduce: str = "halving_doubling"
     cpu_flops_calibration: str = ""
+    server_bandwidth_mbps: float = 1000.0
 
     def __post_init__(self):
         if not self.cpu_flops > 0:
             raise ValueError(f"system.cpu_flops = {self.cpu_flops} must be > 0")
         if not self.cpu_gamma > 0:
             raise ValueError(f"system.cpu_gamma = {self.cpu_gamma} must be > 0")
+        if not self.server_bandwidth_mbps > 0:
+            raise ValueError(
+                f"system.server_bandwidth_mbps = {self.server_bandwidth_mbps} must be > 0 "
+                "(the FedAvg server's link; SPEC default 1000)"
+            )
         if not self.latency_s >= 0:
             raise ValueError(f"system.latency_s = {self.latency_s} must be >= 0")
         if self.allreduce not in ALLREDUCE:
@@ -155,6 +171,7 @@ class TimingParams:
             latency_s=float(s.latency_s),
             allreduce=str(s.allreduce),
             cpu_flops_calibration=str(s.get("cpu_flops_calibration", "")),
+            server_bandwidth_mbps=float(s.get("server_bandwidth_mbps", 1000.0)),
         )
 
 
@@ -275,25 +292,93 @@ def allreduce_s(participants: BoolArray, links, model_bytes: float, params: Timi
 class RoundTiming:
     """The priced round, all in simulated seconds.
 
+    Every method's round has two phases: the training phase, in which agent i
+    is busy for τ_i = compute_s + comm_s, and the exchange phase after it (the
+    AllReduce, the Gossip sends, BrainTorrent's pulls), in which agent i is
+    busy for exchange_s. Round time = max_i τ_i + max_i exchange_s over the
+    participants.
+
     Attributes:
       compute_s: [K] training compute (fast partners: own epoch + partner's fast side).
-      comm_s: [K] activation transfer charged to the agent (fast partners' receive).
+      comm_s: [K] communication inside the training phase (a fast partner's
+        receive of activations; FedAvg's download and upload).
       idle_s: [K] max_k τ_k − τ_i over the participants.
       tau_s: [K] τ_i = compute_s + comm_s (0 for non-participants).
-      allreduce_s: the AllReduce.
-      round_time_s: max_i τ_i + allreduce_s.
+      exchange_s: [K] each agent's part of the exchange phase.
+      exchange_time_s: the exchange phase, max_i exchange_s.
+      round_time_s: max_i τ_i + exchange_time_s.
       alone_round_time_s: the same round with nobody offloading.
       makespan_s: max_i τ_i, the objective of problem (5).
+      detail: what a method's formula needs beyond the per-agent times, so
+        that the round's time can be re-derived from its metrics record
+        (e.g. FedAvg's per-agent rates, each transfer's seconds).
     """
 
     compute_s: FloatArray
     comm_s: FloatArray
     idle_s: FloatArray
     tau_s: FloatArray
-    allreduce_s: float
+    exchange_s: FloatArray
+    exchange_time_s: float
     round_time_s: float
     alone_round_time_s: float
     makespan_s: float
+    detail: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def allreduce_s(self) -> float:
+        """The exchange phase of AllReduce-based methods (ComDML, AllReduce)."""
+        return self.exchange_time_s
+
+
+def phase_timing(
+    participants: BoolArray,
+    compute_s: FloatArray,
+    comm_s: FloatArray,
+    exchange_s: FloatArray,
+    alone_tau_s: FloatArray | None = None,
+    tau_s: FloatArray | None = None,
+    detail: dict | None = None,
+) -> RoundTiming:
+    """Assembles a :class:`RoundTiming` from its per-agent phases (every method's last step).
+
+    Args:
+      participants: [K] who takes part.
+      compute_s: [K] training compute.
+      comm_s: [K] communication in the training phase.
+      exchange_s: [K] each agent's part of the exchange phase.
+      alone_tau_s: [K] τ̂_i, the training phase without offloading (default: τ_i).
+      tau_s: [K] τ_i when the caller evaluated it as one expression (eq. (4)'s
+        fast side, bit-identical to the scheduler's); default compute_s + comm_s.
+      detail: the method's pricing details (:attr:`RoundTiming.detail`).
+
+    Returns:
+      The timing; non-participants' entries are 0, and a round without
+      participants costs 0 s.
+    """
+    part = np.asarray(participants, bool)
+    compute = np.where(part, compute_s, 0.0)
+    comm = np.where(part, comm_s, 0.0)
+    exchange = np.where(part, exchange_s, 0.0)
+    tau = np.where(part, compute + comm if tau_s is None else tau_s, 0.0)
+    if not part.any():
+        z = np.zeros_like(tau)
+        return RoundTiming(compute, comm, z, tau, exchange, 0.0, 0.0, 0.0, 0.0, dict(detail or {}))
+    alone = tau if alone_tau_s is None else np.asarray(alone_tau_s, np.float64)
+    makespan = float(tau[part].max())
+    ex = float(exchange[part].max())
+    return RoundTiming(
+        compute_s=compute,
+        comm_s=comm,
+        idle_s=np.where(part, makespan - tau, 0.0),
+        tau_s=tau,
+        exchange_s=exchange,
+        exchange_time_s=ex,
+        round_time_s=makespan + ex,
+        alone_round_time_s=float(alone[part].max()) + ex,
+        makespan_s=makespan,
+        detail=dict(detail or {}),
+    )
 
 
 def price_round(
@@ -330,7 +415,7 @@ def price_round(
     terms = CutTerms.of(profile)
     compute = np.where(part, tau_hat, 0.0)
     comm = np.zeros(k)
-    tau = compute.copy()
+    tau = compute.copy()  # fast_side_s's τ_j, kept for its bit-exact agreement with the scheduler
     s = np.flatnonzero(plan.partner >= 0)
     if s.size:
         f, m = plan.partner[s], plan.cut[s]
@@ -343,17 +428,4 @@ def price_round(
         comm[f] = n[s] * (terms.megabits[m] / cap)
         tau[f] = fast_side_s(tau_hat[f], n[s], terms.megabits[m], cap, terms.fast[m], step[f])
     ar = allreduce_s(part, links, profile.model_bytes, params)
-    if not part.any():
-        return RoundTiming(compute, comm, np.zeros(k), tau, 0.0, 0.0, 0.0, 0.0)
-    makespan = float(tau[part].max())
-    idle = np.where(part, makespan - tau, 0.0)
-    return RoundTiming(
-        compute_s=compute,
-        comm_s=comm,
-        idle_s=idle,
-        tau_s=tau,
-        allreduce_s=ar,
-        round_time_s=makespan + ar,
-        alone_round_time_s=float(tau_hat[part].max()) + ar,
-        makespan_s=makespan,
-    )
+    return phase_timing(part, compute, comm, np.full(k, ar), tau_hat, tau)

@@ -1,7 +1,8 @@
-"""The round engine: trains a planned round and aggregates it (SPEC §3-4).
+"""The round engine: trains every participant's local epoch (SPEC §3).
 
 The engine is method-agnostic. A method hands it a :class:`RoundPlan` (who
-takes part, who offloads to whom at which cut); the engine
+takes part, who offloads to whom at which cut) and each participant's starting
+model (:class:`StartModels`: one shared model, or one per agent); the engine
 
 1. groups agents by (role, cut): every participant that does not offload runs
    a ``full`` local epoch on its own data; every offloading pair runs a
@@ -12,9 +13,11 @@ takes part, who offloads to whom at which cut); the engine
    Python (fastest on XLA:CPU), ``vmap`` runs one jitted ``vmap`` over the
    group's agents with ``lax.scan`` over their padded, masked batches, sharded
    over the device mesh with ``shard_map`` (for GPU/TPU);
-3. aggregates the agents' models, data-size weighted, with ``shard_map`` +
-   ``psum`` (:mod:`comdml_jax.train.aggregate`); auxiliary heads are averaged
-   per cut over the agents that used that cut.
+3. returns every participant's trained model, stacked (:class:`AgentModels`),
+   and checks each group for non-finite losses and parameters.
+
+Merging the trained models is the method's business (``Method.merge``, with
+the averaging primitives of :mod:`comdml_jax.train.aggregate`).
 
 Both backends derive every random number from
 ``fold_in(fold_in(fold_in(key, round), agent), batch)`` and give the same
@@ -23,8 +26,10 @@ numbers.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -46,8 +51,8 @@ PyTree = Any
 BACKENDS = ("auto", "loop", "vmap")
 
 
-class GlobalModel(NamedTuple):
-    """The global model every agent starts a round from.
+class ModelVars(NamedTuple):
+    """A model's variables: what an agent starts a round from and what methods merge.
 
     Attributes:
       params: per-stage params.
@@ -58,6 +63,43 @@ class GlobalModel(NamedTuple):
     params: PyTree
     batch_stats: PyTree
     aux: dict[str, PyTree]
+
+
+@dataclasses.dataclass(frozen=True)
+class StartModels:
+    """Each participant's model at the start of its local epoch (``Method.start``).
+
+    Attributes:
+      model: one model every participant starts from, or (``per_agent``) params
+        and BN statistics stacked [K, ...] with row i agent i's model; aux heads
+        are shared either way.
+      per_agent: whether ``model`` holds one model per agent.
+    """
+
+    model: ModelVars
+    per_agent: bool = False
+
+    def of(self, agent: int) -> ModelVars:
+        """Agent ``agent``'s starting model."""
+        if not self.per_agent:
+            return self.model
+        row = lambda x: x[agent]
+        m = self.model
+        return ModelVars(jax.tree.map(row, m.params), jax.tree.map(row, m.batch_stats), m.aux)
+
+    def rows(self, agents) -> ModelVars:
+        """The starting models of ``agents``, stacked [len(agents), ...]."""
+        m = self.model
+        idx = np.asarray(agents, np.int32)
+        if self.per_agent:
+            take = lambda x: x[idx]
+        else:
+            take = lambda x: jnp.broadcast_to(x, (len(idx), *x.shape))
+        return ModelVars(jax.tree.map(take, m.params), jax.tree.map(take, m.batch_stats), m.aux)
+
+
+class NonFiniteError(FloatingPointError):
+    """A trained group produced a non-finite loss or parameter."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +175,8 @@ class AgentModels:
       order: the agent of each row.
       aux: cut -> (stacked aux heads of that cut's slow agents, those agents).
       train_loss: [K] mean local loss per agent (NaN for agents that sat out).
+      skipped: the groups whose update was dropped by ``on_nonfinite='skip'``,
+        as ``(role, cut, agents)``; their agents are not in ``order``.
     """
 
     params: PyTree
@@ -140,21 +184,15 @@ class AgentModels:
     order: tuple[int, ...]
     aux: dict[int, tuple[PyTree, tuple[int, ...]]]
     train_loss: np.ndarray
+    skipped: list[tuple[str, int, tuple[int, ...]]] = dataclasses.field(default_factory=list)
 
+    def rows_of(self, agents) -> np.ndarray:
+        """The row of each agent in ``agents`` (all must be in ``order``)."""
+        pos = {a: i for i, a in enumerate(self.order)}
+        return np.asarray([pos[int(a)] for a in agents], np.int64)
 
-@dataclasses.dataclass
-class RoundResult:
-    """What a trained round produced, before it is priced.
-
-    Attributes:
-      model: the new global model.
-      train_loss: [K] mean training loss of each agent's local epoch (the real
-        head's loss, i.e. the fast side's for offloading agents); NaN for agents
-        that sat out.
-    """
-
-    model: GlobalModel
-    train_loss: np.ndarray
+    def model_rows(self) -> tuple[PyTree, PyTree]:
+        return self.params, self.batch_stats
 
 
 def resolve_backend(backend: str, platform: str | None = None) -> str:
@@ -166,35 +204,70 @@ def resolve_backend(backend: str, platform: str | None = None) -> str:
     return "loop" if (platform or jax.default_backend()) == "cpu" else "vmap"
 
 
+ON_NONFINITE = ("stop", "skip")
+
+
 class Engine:
-    """Trains and aggregates rounds for any method.
+    """Trains every participant's local epoch, for any method.
 
     Args:
       model: the staged model.
       tx: the optimiser (SGD with momentum, learning rate in its state).
       data: the training data on device.
       backend: ``loop``, ``vmap`` or ``auto``.
-      mesh: the 1-D ``agents`` mesh used for aggregation (and by ``vmap``).
-      seed: the run seed; augmentation keys derive from ``jax.random.key(seed)``.
+      mesh: the 1-D ``agents`` mesh (used by ``vmap``; methods merge over it).
+      seed: the run seed; augmentation keys derive from ``rng.stream(seed, "augment")``.
+      on_nonfinite: ``stop`` raises :class:`NonFiniteError` naming the group when a
+        trained group's loss or parameters are not finite; ``skip`` drops that
+        group's update (its agents are left out of the merge) and reports it.
+
+    The engine keeps one cache of compiled programs, :attr:`programs`, keyed by
+    (program, role, cut); :attr:`traces` counts how often each was traced, so a
+    test can check that rounds never re-trace.
     """
 
-    def __init__(self, model: StagedModel, tx, data: TrainData, backend: str, mesh, seed: int):
+    def __init__(
+        self,
+        model: StagedModel,
+        tx,
+        data: TrainData,
+        backend: str,
+        mesh,
+        seed: int,
+        on_nonfinite: str = "stop",
+    ):
+        if on_nonfinite not in ON_NONFINITE:
+            raise ValueError(f"train.on_nonfinite={on_nonfinite!r} is not one of {ON_NONFINITE}")
         self.model = model
         self.tx = tx
         self.data = data
         self.backend = resolve_backend(backend)
         self.mesh = mesh
+        self.on_nonfinite = on_nonfinite
         self.home = SingleDeviceSharding(mesh.devices.flat[0])
         self.key = rng.stream(seed, "augment")
         self.steps = steps.StepCache(model, tx)
-        self._loop_steps: dict[tuple[str, int], Callable] = {}
-        self._vmap_epochs: dict[tuple[str, int], Callable] = {}
-        self._start = jax.jit(self._start_states, static_argnames=("role", "cut"))
+        self.programs: dict[tuple[str, str, int], Callable] = {}
+        self.traces: collections.Counter = collections.Counter()
+
+    def _program(self, kind: str, role: str, cut: int, build: Callable[[], Callable], **jit_kw):
+        """The jitted program ``kind`` for (role, cut), built and jitted once."""
+        k = (kind, role, cut)
+        if k not in self.programs:
+            fn = build()
+
+            @functools.wraps(fn)
+            def counted(*args):
+                self.traces[k] += 1  # runs once per trace, never per call
+                return fn(*args)
+
+            self.programs[k] = jax.jit(counted, compiler_options=self.steps.xla_options, **jit_kw)
+        return self.programs[k]
 
     # -- states ---------------------------------------------------------------
 
-    def _start_states(self, g: GlobalModel, lr, role: str, cut: int):
-        """Fresh optimiser state(s) from the global model (new buffers, safe to donate)."""
+    def _start_states(self, g: ModelVars, lr, role: str, cut: int):
+        """Fresh optimiser state(s) from a starting model (new buffers, safe to donate)."""
         copy = lambda t: jax.tree.map(jnp.copy, t)
         if role == "full":
             return steps.set_lr(steps.init_state(copy(g.params), copy(g.batch_stats), self.tx), lr)
@@ -204,6 +277,12 @@ class Engine:
         slow = steps.set_lr(steps.init_state(sp, ss, self.tx), lr)
         fast = steps.set_lr(steps.init_state(fp, fs, self.tx), lr)
         return slow, fast
+
+    def _start(self, g: ModelVars, lr, role: str, cut: int):
+        fn = self._program(
+            "start", role, cut, lambda: lambda g, lr: self._start_states(g, lr, role, cut)
+        )
+        return fn(g, lr)
 
     # -- the per-batch program ---------------------------------------------------
 
@@ -221,8 +300,7 @@ class Engine:
         return run
 
     def _loop_step(self, role: str, cut: int):
-        k = (role, cut)
-        if k not in self._loop_steps:
+        def build():
             run = self._data_step(role, cut)
             base = self.key
 
@@ -230,14 +308,12 @@ class Engine:
                 key = batch_key(base, rab[0], rab[1], rab[2])
                 return run(state, x_all, y_all, idx, key)
 
-            self._loop_steps[k] = jax.jit(
-                step, donate_argnums=(0,), compiler_options=self.steps.xla_options
-            )
-        return self._loop_steps[k]
+            return step
+
+        return self._program("loop", role, cut, build, donate_argnums=(0,))
 
     def _vmap_epoch(self, role: str, cut: int):
-        k = (role, cut)
-        if k not in self._vmap_epochs:
+        def build():
             run = self._data_step(role, cut)
             masked = steps.masked(run)
             base = self.key
@@ -255,25 +331,24 @@ class Engine:
                 return state, losses.sum() / jnp.maximum(mask.sum(), 1)
 
             agent_axis = P(aggregate.AXIS)
-            sharded = jax.shard_map(
+            return jax.shard_map(
                 jax.vmap(epoch, in_axes=(0, None, None, 0, 0, None, 0)),
                 mesh=self.mesh,
                 in_specs=(agent_axis, P(), P(), agent_axis, agent_axis, P(), agent_axis),
                 out_specs=(agent_axis, agent_axis),
             )
-            self._vmap_epochs[k] = jax.jit(
-                sharded, donate_argnums=(0,), compiler_options=self.steps.xla_options
-            )
-        return self._vmap_epochs[k]
+
+        return self._program("vmap", role, cut, build, donate_argnums=(0,))
 
     # -- backends -------------------------------------------------------------------
 
-    def _run_loop(self, group: Group, g: GlobalModel, batches: AgentBatches, round_: int, lr):
+    def _run_loop(self, group: Group, start: StartModels, batches: AgentBatches, round_, lr):
         step = self._loop_step(group.role, group.cut)
         idx = np.asarray(batches.idx)
         nbs = np.asarray(batches.num_batches)
         finals, losses = [], []
         for a in group.agents:
+            g = jax.device_put(start.of(a), self.home) if start.per_agent else start.model
             state = self._start(g, lr, role=group.role, cut=group.cut)
             agent_losses = []
             for b in range(int(nbs[a])):
@@ -285,7 +360,7 @@ class Engine:
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *finals)
         return stacked, jnp.stack(losses)
 
-    def _run_vmap(self, group: Group, g: GlobalModel, batches: AgentBatches, round_: int, lr):
+    def _run_vmap(self, group: Group, start: StartModels, batches: AgentBatches, round_, lr):
         n = len(group.agents)
         n_dev = self.mesh.devices.size
         n_pad = n + (-n) % n_dev
@@ -296,8 +371,18 @@ class Engine:
         mask[n:] = False  # padded agents make no update
         nb_max = max(int(np.asarray(batches.num_batches)[agents].max()), 1)
         idx, mask = idx[:, :nb_max], mask[:, :nb_max]
-        start = self._start(g, lr, role=group.role, cut=group.cut)
-        states = jax.tree.map(lambda x: jnp.broadcast_to(x, (n_pad, *x.shape)), start)
+        if start.per_agent:
+            role, cut = group.role, group.cut
+
+            def build():
+                one = lambda g, lr: self._start_states(g, lr, role, cut)
+                return jax.vmap(one, in_axes=(ModelVars(0, 0, None), None))
+
+            init = self._program("vstart", role, cut, build)
+            states = init(jax.device_put(start.rows(rows), self.home), lr)
+        else:
+            one = self._start(start.model, lr, role=group.role, cut=group.cut)
+            states = jax.tree.map(lambda x: jnp.broadcast_to(x, (n_pad, *x.shape)), one)
         sharding = NamedSharding(self.mesh, P(aggregate.AXIS))
         states, idx_d, mask_d, agents_d = jax.device_put((states, idx, mask, rows), sharding)
         epoch = self._vmap_epoch(group.role, group.cut)
@@ -310,118 +395,83 @@ class Engine:
 
     def train_agents(
         self,
-        g: GlobalModel,
+        start: StartModels | ModelVars,
         plan: RoundPlan,
         batches: AgentBatches,
         round_: int,
         lr: float,
+        progress: Callable[[int], None] | None = None,
     ) -> AgentModels:
-        """Trains every group of ``plan`` from the global model ``g``.
+        """Trains every group of ``plan``, each agent from its starting model.
 
         Args:
-          g: the global model at the start of the round.
+          start: each participant's starting model (a :class:`ModelVars` means
+            the same model for everyone).
           plan: the method's plan for this round.
           batches: every agent's batches for this round.
           round_: the round index r (keys the augmentation).
           lr: the learning rate of this round.
+          progress: called with the number of agents of each group once it is trained.
 
         Returns:
           Every participant's model after its local epoch, stacked.
+
+        Raises:
+          NonFiniteError: with ``on_nonfinite='stop'``, naming the round, the
+            group (role, cut, agents) and the non-finite quantity.
         """
+        if isinstance(start, ModelVars):
+            start = StartModels(start)
         run = self._run_loop if self.backend == "loop" else self._run_vmap
-        # Every round starts from one placement of the global model, whatever it was (fresh
-        # init, restored checkpoint, or replicated over the mesh by the aggregation);
-        # otherwise every cached step compiles again for the new input shardings.
-        g = jax.device_put(g, self.home)
+        # Every round starts from one placement of the starting model, whatever it was (fresh
+        # init, restored checkpoint, or replicated over the mesh by a merge); otherwise every
+        # cached program compiles again for the new input shardings.
+        if not start.per_agent:
+            start = StartModels(jax.device_put(start.model, self.home))
         lr = jnp.float32(lr)
-        models, order, aux = [], [], {}
+        models, order, aux, skipped = [], [], {}, []
         losses = np.full(len(plan.participants), np.nan)
         for group in groups_of(plan):
-            states, group_losses = run(group, g, batches, round_, lr)
-            losses[list(group.agents)] = np.asarray(group_losses)
+            states, group_losses = run(group, start, batches, round_, lr)
+            group_losses = np.asarray(group_losses)
+            losses[list(group.agents)] = group_losses
             if group.role == "full":
-                models.append((states.params, states.batch_stats))
+                params, stats, heads = states.params, states.batch_stats, None
             else:
                 slow, fast = states
-                models.append(
-                    (
-                        split.join_tree(slow.params, fast.params),
-                        split.join_tree(slow.batch_stats, fast.batch_stats),
+                params = split.join_tree(slow.params, fast.params)
+                stats = split.join_tree(slow.batch_stats, fast.batch_stats)
+                heads = slow.params[split.AUX]
+            bad = _nonfinite(group_losses, (params, stats, heads))
+            if bad:
+                if self.on_nonfinite == "stop":
+                    raise NonFiniteError(
+                        f"round {round_ + 1}: the {group.role} group at cut {group.cut} "
+                        f"(agents {list(group.agents)}) produced a non-finite {bad}; "
+                        "lower optim.lr, or set --config.train.on_nonfinite=skip to drop "
+                        "such a group's update"
                     )
-                )
-                aux[group.cut] = (slow.params[split.AUX], group.agents)
-            order.extend(group.agents)
-        stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *models)
-        return AgentModels(stacked[0], stacked[1], tuple(order), aux, losses)
-
-    def aggregate(self, g: GlobalModel, agents: AgentModels, num_samples) -> GlobalModel:
-        """The data-size-weighted average of the agents' models (SPEC §4).
-
-        Args:
-          g: the round's starting global model (aux heads of unused cuts are kept).
-          agents: the trained agents.
-          num_samples: [K] N_i.
-
-        Returns:
-          The new global model.
-        """
-        sizes = np.asarray(num_samples, np.float64)
-        params, stats = aggregate.weighted_average(
-            (agents.params, agents.batch_stats), sizes[list(agents.order)], self.mesh
-        )
-        aux = dict(g.aux)
-        for m, (heads, who) in agents.aux.items():
-            aux[split.aux_key(m)] = aggregate.weighted_average(heads, sizes[list(who)], self.mesh)
-        # The average comes back replicated over the mesh; training and evaluation
-        # run on one device (the vmap backend shards its own inputs).
-        return jax.device_put(GlobalModel(params, stats, aux), self.home)
-
-    def train_round(
-        self, g: GlobalModel, plan: RoundPlan, batches: AgentBatches, round_: int, lr: float
-    ) -> RoundResult:
-        """:meth:`train_agents` then :meth:`aggregate`."""
-        agents = self.train_agents(g, plan, batches, round_, lr)
-        return RoundResult(self.aggregate(g, agents, batches.num_samples), agents.train_loss)
+                skipped.append((group.role, group.cut, group.agents))
+                losses[list(group.agents)] = np.nan
+            else:
+                models.append((params, stats))
+                if heads is not None:
+                    aux[group.cut] = (heads, group.agents)
+                order.extend(group.agents)
+            if progress is not None:
+                progress(len(group.agents))
+        if models:
+            stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *models)
+        else:
+            stacked = (None, None)
+        return AgentModels(stacked[0], stacked[1], tuple(order), aux, losses, skipped)
 
 
-def evaluate(model: StagedModel, g: GlobalModel, x: Array, y: Array, mean, std, batch_size: int):
-    """Test loss and accuracy of the global model (no augmentation).
-
-    Args:
-      model: the staged model.
-      g: the global model.
-      x: uint8 [N, H, W, C] test images (on device).
-      y: int32 [N] labels.
-      mean: normalisation mean.
-      std: normalisation std.
-      batch_size: evaluation batch.
-
-    Returns:
-      (loss, accuracy) as Python floats.
-    """
-    fn = _eval_fn(model, tuple(mean), tuple(std))
-    n = int(x.shape[0])
-    loss_sum = correct = 0.0
-    parts = []
-    for s in range(0, n, batch_size):
-        parts.append(fn(g.params, g.batch_stats, x[s : s + batch_size], y[s : s + batch_size]))
-    sums = np.asarray(jnp.stack([jnp.stack(p) for p in parts])).sum(0)
-    loss_sum, correct = float(sums[0]), float(sums[1])
-    return loss_sum / n, correct / n
-
-
-_EVAL_CACHE: dict = {}
-
-
-def _eval_fn(model: StagedModel, mean: Sequence[float], std: Sequence[float]):
-    key = (id(model), mean, std)
-    if key not in _EVAL_CACHE:
-        from comdml_jax.data.augment import normalize
-
-        def fn(params, stats, xb, yb):
-            logits, _ = model.apply(params, stats, normalize(xb, mean, std), train=False)
-            loss = steps.cross_entropy(logits, yb) * yb.shape[0]
-            return loss, jnp.sum(jnp.argmax(logits, -1) == yb).astype(jnp.float32)
-
-        _EVAL_CACHE[key] = (model, jax.jit(fn))
-    return _EVAL_CACHE[key][1]
+def _nonfinite(losses: np.ndarray, trees) -> str:
+    """'' when every loss and leaf is finite, else what was not."""
+    if not np.all(np.isfinite(losses)):
+        return "training loss"
+    finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trees)]
+    if finite and not bool(jnp.all(jnp.stack(finite))):
+        return "parameter or batch statistic"
+    return ""

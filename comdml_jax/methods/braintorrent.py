@@ -1,0 +1,140 @@
+"""BrainTorrent (Roy et al. 2019), SPEC §7.
+
+Every agent keeps its own model and a version counter, bumped each time it
+trains; every agent also remembers, for each other agent, the version it last
+merged from it.
+
+Plan: each participant trains its own model one local epoch (its version goes
+up by one). One participant a, drawn uniformly from
+``rng_for(seed, Purpose.AGGREGATOR, round)``, is the aggregator. It pulls the
+model of every agent it can reach this round (bw > 0 and a route from a; an
+online agent that was not sampled still answers) whose version is newer than
+the version a last merged from it. ``plan.aggregator`` is a and
+``plan.sends[i] = a`` for every pulled i.
+
+Time formula, with b the model bytes, α the per-message latency, and for a
+pull from i the route a..i used by the AllReduce pricing (hops H_ai, bottleneck
+β_ai; on a complete topology H = 1 and β = min(bw_a, bw_i)):
+  τ_i = Ñ_i t_ref / s_i,
+  pull = Σ_{pulled i} (b · 8 / (β_ai · 1e6) + H_ai · α)   (serialised on a's link),
+  round = max_{i∈P} τ_i + pull.
+
+Merge: a replaces its model by the data-size-weighted average of its own and
+the pulled models, and records the pulled versions; the others keep theirs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from comdml_jax.methods.base import register
+from comdml_jax.methods.per_agent import (
+    PerAgentMethod,
+    current_models,
+    mix_rows,
+    place,
+    stack_copies,
+)
+from comdml_jax.system.plan import RoundPlan
+from comdml_jax.system.profiles import Purpose, rng_for
+from comdml_jax.system.timing import alone_s, phase_timing, transfer_s
+from comdml_jax.system.topology import Links, _bfs
+
+PyTree = Any
+
+
+class BrainTorrentState(NamedTuple):
+    """Every agent's model, its version, and the versions it last merged.
+
+    Attributes:
+      params: [K, ...] every agent's params.
+      batch_stats: [K, ...] every agent's BN statistics.
+      aux: shared, unused aux heads.
+      versions: int32 [K], how often each agent has trained.
+      merged: int32 [K, K], ``merged[a, i]``: the version of i that a last merged.
+    """
+
+    params: PyTree
+    batch_stats: PyTree
+    aux: dict
+    versions: Any
+    merged: Any
+
+
+def routes_from(links: Links, source: int) -> tuple[np.ndarray, np.ndarray]:
+    """[K] hops and [K] bottleneck Mbps of the routes from ``source`` (−1 / 0: unreachable)."""
+    if links.complete:
+        bw = links.bandwidth_mbps
+        width = np.where(bw > 0, np.minimum(bw[source], bw), 0.0) if bw[source] > 0 else bw * 0
+        hops = np.where(width > 0, 1, -1)
+        hops[source], width[source] = 0, np.inf
+        return hops, width
+    dist, width = _bfs(*links.csr(), int(source))
+    return dist, width
+
+
+@register("braintorrent")
+class BrainTorrent(PerAgentMethod):
+    name = "braintorrent"
+    exchange = "pull"
+
+    def init(self, model, num_agents: int) -> BrainTorrentState:
+        params, stats = stack_copies((model.params, model.batch_stats), num_agents)
+        versions = jnp.zeros(num_agents, jnp.int32)
+        merged = jnp.zeros((num_agents, num_agents), jnp.int32)
+        return BrainTorrentState(params, stats, model.aux, versions, merged)
+
+    def plan(self, ctx, mstate):
+        env = ctx.env
+        part = np.asarray(env.participants, bool)
+        k = part.shape[0]
+        none = np.full(k, -1)
+        if not part.any():
+            return RoundPlan(part, none, np.zeros(k, np.int64))
+        cand = np.flatnonzero(part)
+        a = int(cand[rng_for(ctx.seed, Purpose.AGGREGATOR, ctx.round).integers(cand.size)])
+        versions = np.asarray(mstate.versions) + part  # after this round's training
+        hops, _ = routes_from(env.links, a)
+        online = (np.asarray(env.bandwidth_mbps) > 0) & (hops > 0)
+        pulled = online & (versions > np.asarray(mstate.merged)[a])
+        sends = np.where(pulled, a, -1)
+        return RoundPlan(part, none, np.zeros(k, np.int64), sends=sends, aggregator=a)
+
+    def price(self, ctx, plan):
+        env, timing = ctx.env, ctx.system.timing
+        tau = alone_s(env.cpu, ctx.num_batches, ctx.profile, timing)
+        exchange = np.zeros(plan.num_agents)
+        pulled = [i for i, _ in plan.transfers]
+        secs = []
+        if pulled:
+            hops, width = routes_from(env.links, plan.aggregator)
+            secs = transfer_s(ctx.profile.model_bytes, width[pulled]) + hops[pulled] * (
+                timing.latency_s
+            )
+            exchange[plan.aggregator] = float(np.sum(secs))
+        detail = {"pull_s": [float(t) for t in secs]}
+        return phase_timing(plan.participants, tau, np.zeros_like(tau), exchange, detail=detail)
+
+    def merge(self, mstate, start, trained, plan, ctx, key):
+        del start, key
+        models = current_models(mstate.params, mstate.batch_stats, trained, ctx.mesh)
+        versions = np.asarray(mstate.versions).copy()
+        versions[list(trained.order)] += 1
+        merged = np.asarray(mstate.merged).copy()
+        a = plan.aggregator
+        pulled = [i for i, _ in plan.transfers]
+        if a >= 0 and pulled:
+            members = [a, *pulled]
+            sizes = np.asarray(ctx.num_samples, np.float64)
+            w = np.zeros((1, plan.num_agents))
+            w[0, members] = sizes[members] / sizes[members].sum()
+            models = mix_rows(models, [a], w, ctx.mesh)
+            merged[a, pulled] = versions[pulled]
+        params, stats = place(models, ctx.mesh)
+        state = BrainTorrentState(
+            params, stats, mstate.aux, jnp.asarray(versions), jnp.asarray(merged)
+        )
+        return state, {"aggregator": a, "pulled": pulled}

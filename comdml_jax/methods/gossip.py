@@ -1,0 +1,113 @@
+"""Gossip Learning (Ormándi et al.; Hegedűs et al. 2019), SPEC §7.
+
+Every agent keeps its own model across rounds.
+
+Plan: each participant i trains its own model for one local epoch, then sends
+it to one neighbour j drawn uniformly among its connected participants (the
+participants with a usable direct link, c_ij > 0), from
+``rng_for(seed, Purpose.GOSSIP, round)`` seeded further by the agent. An agent
+with no connected participant sends nothing. ``plan.sends[i]`` is i's target.
+
+Time formula, with b the model bytes, α the per-message latency and
+xfer(b, c) = b · 8 / (c · 1e6) + α:
+  τ_i = Ñ_i t_ref / s_i,
+  exchange_j = Σ_{i→j} xfer(b, c_ij)      (a receiver's incoming transfers are
+                                          serialised on its link),
+  round = max_{i∈P} τ_i + max_j exchange_j.
+Gossip sends only to direct neighbours, so every transfer is one hop.
+
+Merge: a receiver replaces its model by the equal-weight average of its own
+(trained) model and every model it received this round; everyone else keeps
+its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from comdml_jax.methods.base import register
+from comdml_jax.methods.per_agent import (
+    PerAgentMethod,
+    current_models,
+    mix_rows,
+    place,
+    stack_copies,
+)
+from comdml_jax.system.plan import RoundPlan
+from comdml_jax.system.profiles import Purpose
+from comdml_jax.system.timing import alone_s, phase_timing, xfer_s
+
+PyTree = Any
+
+
+class GossipState(NamedTuple):
+    """Every agent's own model, stacked [K, ...]; aux heads shared and unused."""
+
+    params: PyTree
+    batch_stats: PyTree
+    aux: dict
+
+
+def gossip_targets(seed: int, round_: int, participants, links) -> np.ndarray:
+    """[K] each participant's uniformly drawn connected participant, −1 if none.
+
+    Agent i's draw uses ``SeedSequence([seed, Purpose.GOSSIP, round, i])``, so
+    it depends only on (seed, round, agent) and the round's links.
+    """
+    part = np.asarray(participants, bool)
+    out = np.full(part.shape[0], -1, np.int64)
+    for i in np.flatnonzero(part):
+        row = links.row(int(i))
+        cand = np.flatnonzero(part & (row > 0))
+        if cand.size:
+            rng = np.random.default_rng(
+                np.random.SeedSequence([int(seed), int(Purpose.GOSSIP), int(round_), int(i)])
+            )
+            out[i] = int(cand[rng.integers(cand.size)])
+    return out
+
+
+@register("gossip")
+class Gossip(PerAgentMethod):
+    name = "gossip"
+    exchange = "gossip"
+
+    def init(self, model, num_agents: int) -> GossipState:
+        params, stats = stack_copies((model.params, model.batch_stats), num_agents)
+        return GossipState(params, stats, model.aux)
+
+    def plan(self, ctx, mstate):
+        del mstate
+        part = ctx.env.participants
+        k = part.shape[0]
+        sends = gossip_targets(ctx.seed, ctx.round, part, ctx.env.links)
+        return RoundPlan(part, np.full(k, -1), np.zeros(k, np.int64), sends=sends)
+
+    def price(self, ctx, plan):
+        env, timing = ctx.env, ctx.system.timing
+        tau = alone_s(env.cpu, ctx.num_batches, ctx.profile, timing)
+        exchange = np.zeros(plan.num_agents)
+        pairs = plan.transfers
+        secs = []
+        if pairs:
+            src, dst = np.asarray(pairs).T
+            secs = xfer_s(ctx.profile.model_bytes, env.links.capacity(src, dst), timing.latency_s)
+            np.add.at(exchange, dst, secs)
+        detail = {"transfer_s": [float(t) for t in secs]}
+        return phase_timing(plan.participants, tau, np.zeros_like(tau), exchange, detail=detail)
+
+    def merge(self, mstate, start, trained, plan, ctx, key):
+        del start, key
+        # A group dropped by train.on_nonfinite='skip' keeps (and sends) its old models.
+        models = current_models(mstate.params, mstate.batch_stats, trained, ctx.mesh)
+        pairs = plan.transfers
+        receivers = sorted({j for _, j in pairs})
+        w = np.zeros((len(receivers), plan.num_agents))
+        for r, j in enumerate(receivers):
+            members = [i for i, t in pairs if t == j] + [j]
+            w[r, members] = 1.0 / len(members)
+        params, stats = mix_rows(models, receivers, w, ctx.mesh)
+        params, stats = place((params, stats), ctx.mesh)
+        return GossipState(params, stats, mstate.aux), {"receivers": receivers}

@@ -1,0 +1,113 @@
+"""Shared behaviour of methods whose agents keep their own models (Gossip, BrainTorrent).
+
+The method state holds every agent's model stacked [K, ...] (params and BN
+statistics), checkpointed with the run state. When the agent mesh has several
+devices and K is a multiple of their number, the stack is sharded over the
+``agents`` axis; otherwise it lives on the first device. Auxiliary heads are
+shared and never trained: these methods do not offload.
+
+Evaluation (SPEC §7): the consensus model is the data-size-weighted average of
+the participants' models after the merge (of every agent's, in a round without
+participants); each agent's own model is evaluated every ``eval_agents_every``
+rounds by the experiment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, SingleDeviceSharding
+from jax.sharding import PartitionSpec as P
+
+from comdml_jax.system.plan import RoundPlan
+from comdml_jax.train import aggregate
+from comdml_jax.train.engine import AgentModels, ModelVars, StartModels
+
+PyTree = Any
+
+
+def place(tree: PyTree, mesh) -> PyTree:
+    """Shards a stacked [K, ...] pytree over the agent axis, or puts it on the first device."""
+    k = jax.tree.leaves(tree)[0].shape[0]
+    n_dev = mesh.devices.size
+    if n_dev > 1 and k % n_dev == 0:
+        return jax.device_put(tree, NamedSharding(mesh, P(aggregate.AXIS)))
+    return jax.device_put(tree, SingleDeviceSharding(mesh.devices.flat[0]))
+
+
+def stack_copies(tree: PyTree, k: int) -> PyTree:
+    """K copies of a model, stacked on a new leading axis."""
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)).copy(), tree)
+
+
+def current_models(params: PyTree, stats: PyTree, trained: AgentModels, mesh) -> tuple:
+    """Every agent's model after local training: trained rows replace the stored ones.
+
+    Args:
+      params: stored params [K, ...].
+      stats: stored BN statistics [K, ...].
+      trained: the round's trained agents (rows in ``trained.order``).
+      mesh: the agent mesh.
+
+    Returns:
+      (params, stats), [K, ...] on the first device.
+    """
+    home = SingleDeviceSharding(mesh.devices.flat[0])
+    params, stats = jax.device_put((params, stats), home)
+    if not trained.order:
+        return params, stats
+    rows = jnp.asarray(trained.order, jnp.int32)
+    new = jax.device_put((trained.params, trained.batch_stats), home)
+    scatter = lambda old, t: old.at[rows].set(t.astype(old.dtype))
+    return jax.tree.map(scatter, params, new[0]), jax.tree.map(scatter, stats, new[1])
+
+
+def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh) -> tuple:
+    """Replaces the rows ``receivers`` by ``weights @ models`` (``aggregate.mix``).
+
+    Args:
+      models: (params, stats) stacked [K, ...].
+      receivers: [R] the rows to replace.
+      weights: [R, K] mixing weights, each row summing to one.
+      mesh: the agent mesh the mix is sharded over.
+
+    Returns:
+      (params, stats) with the receivers' rows mixed, on the first device.
+    """
+    receivers = np.asarray(receivers, np.int64)
+    if receivers.size == 0:
+        return models
+    home = SingleDeviceSharding(mesh.devices.flat[0])
+    mixed = jax.device_put(aggregate.mix(models, weights, mesh), home)
+    rows = jnp.asarray(receivers, jnp.int32)
+    return jax.tree.map(lambda x, m: x.at[rows].set(m.astype(x.dtype)), models, mixed)
+
+
+class PerAgentMethod:
+    """Base of methods whose agents keep their own models.
+
+    Subclasses define ``name``, their state type (a NamedTuple whose first
+    fields are ``params``, ``batch_stats``, ``aux``), :meth:`init_extra`,
+    :meth:`plan`, :meth:`price` and :meth:`merge`.
+    """
+
+    name = ""
+    per_agent = True
+
+    def start(self, mstate, plan: RoundPlan) -> StartModels:
+        del plan
+        return StartModels(ModelVars(mstate.params, mstate.batch_stats, mstate.aux), True)
+
+    def consensus(self, mstate, ctx) -> ModelVars:
+        """The data-size-weighted average of the participants' models (SPEC §7)."""
+        part = np.asarray(ctx.env.participants, bool)
+        who = part if part.any() else np.ones_like(part)
+        w = np.where(who, np.asarray(ctx.num_samples, np.float64), 0.0)
+        params, stats = aggregate.weighted_average((mstate.params, mstate.batch_stats), w, ctx.mesh)
+        return ModelVars(params, stats, mstate.aux)
+
+    def agent_models(self, mstate):
+        return mstate.params, mstate.batch_stats
