@@ -8,9 +8,10 @@ JAX is imported), times :func:`comdml_jax.train.aggregate.weighted_average` of
 one agent per device) with each ``train.aggregation`` algorithm. The two are
 called alternately, ``--repeats`` times each after a warm-up, on inputs already
 sharded over the mesh, and the script prints the median wall time of each,
-their ratio and the machine. Fake CPU devices share one process's memory, so
-this measures the collective's program (copies, slices, adds, fusion), not a
-network; the timing model prices the network.
+their ratio, the first (compiling) call and the machine. Fake CPU devices
+share one process's memory, so this measures the collective's program
+(copies, slices, adds, fusion), not a network; the timing model prices the
+network.
 """
 
 from __future__ import annotations
@@ -65,7 +66,11 @@ def main():
         return out
 
     names = tuple(aggregate.ALGORITHMS)
-    outs = {a: call(a) for a in names}  # compile and warm up
+    outs, first = {}, {}
+    for a in names:  # the first call compiles
+        t = time.perf_counter()
+        outs[a] = call(a)
+        first[a] = time.perf_counter() - t
     for a in names:
         call(a)
     diff = max(
@@ -88,7 +93,10 @@ def main():
     med = {a: float(np.median(times[a])) for a in names}
     for a in names:
         lo, hi = min(times[a]), max(times[a])
-        print(f"{a:18s} {1e3 * med[a]:8.2f} ms  (min {1e3 * lo:.2f}, max {1e3 * hi:.2f})")
+        print(
+            f"{a:18s} {1e3 * med[a]:8.2f} ms  (min {1e3 * lo:.2f}, max {1e3 * hi:.2f}); "
+            f"first call (compiles) {first[a]:.1f} s"
+        )
     print(f"ratio halving_doubling / psum: {med['halving_doubling'] / med['psum']:.2f}")
     print(f"max |halving_doubling - psum| over all leaves: {diff:.2e}")
 

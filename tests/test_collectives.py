@@ -1,7 +1,6 @@
 """The AllReduce collectives and the aggregation algorithms (issue 12)."""
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -75,8 +74,11 @@ def _ppermute_sizes(d: int, n: int) -> list[int]:
         for eqn in jx.eqns:
             if eqn.primitive.name == "ppermute":
                 sizes.append(int(np.prod(eqn.invars[0].aval.shape)))
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-                walk(sub)
+            for value in eqn.params.values():  # sub-jaxprs: shard_map's body, pjit's
+                for item in value if isinstance(value, tuple | list) else (value,):
+                    sub = getattr(item, "jaxpr", item)
+                    if hasattr(sub, "eqns"):
+                        walk(sub)
 
     walk(jaxpr.jaxpr)
     return sizes

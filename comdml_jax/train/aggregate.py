@@ -48,8 +48,12 @@ def pad_axis0(tree: PyTree, multiple: int) -> PyTree:
     )
 
 
-@functools.lru_cache(maxsize=16)
-def _mix_fn(mesh: Mesh, algorithm: str):
+# One program pads every leaf (hundreds of eager concatenations otherwise).
+_pad = jax.jit(pad_axis0, static_argnums=1)
+
+
+@functools.lru_cache(maxsize=32)
+def _mix_fn(mesh: Mesh, algorithm: str, squeeze: bool):
     allreduce = collectives.get(algorithm)
 
     def local(stacked, w):
@@ -58,7 +62,9 @@ def _mix_fn(mesh: Mesh, algorithm: str):
             lambda x: jnp.tensordot(w, x.astype(jnp.float32), axes=(1, 0)), stacked
         )
         total = allreduce(parts, AXIS)
-        return jax.tree.map(lambda t, x: t.astype(x.dtype), total, stacked)
+        # squeeze: drop the K_out = 1 axis inside the program; done eagerly per leaf,
+        # it costs more than the AllReduce (measured: benchmarks/aggregate_speed.py).
+        return jax.tree.map(lambda t, x: (t[0] if squeeze else t).astype(x.dtype), total, stacked)
 
     fn = jax.shard_map(
         local,
@@ -91,6 +97,10 @@ def mix(stacked: PyTree, weights, mesh: Mesh, algorithm: str = "psum") -> PyTree
     Returns:
       A pytree with leaves [K_out, ...], replicated over the mesh.
     """
+    return _mix(stacked, weights, mesh, algorithm, squeeze=False)
+
+
+def _mix(stacked: PyTree, weights, mesh: Mesh, algorithm: str, squeeze: bool) -> PyTree:
     collectives.get(algorithm)  # a clear error for an unknown name
     w = np.asarray(weights, np.float64)
     k_in = jax.tree.leaves(stacked)[0].shape[0]
@@ -99,11 +109,12 @@ def mix(stacked: PyTree, weights, mesh: Mesh, algorithm: str = "psum") -> PyTree
     if not np.all(w >= 0):
         raise ValueError("mixing weights must be non-negative")
     n_dev = mesh.devices.size
-    stacked = pad_axis0(stacked, n_dev)
+    if k_in % n_dev:
+        stacked = _pad(stacked, n_dev)
     w = np.concatenate([w, np.zeros((w.shape[0], (-k_in) % n_dev))], axis=1).astype(np.float32)
     stacked = jax.device_put(stacked, NamedSharding(mesh, P(AXIS)))
     w = jax.device_put(w, NamedSharding(mesh, P(None, AXIS)))
-    return _mix_fn(mesh, algorithm)(stacked, w)
+    return _mix_fn(mesh, algorithm, squeeze)(stacked, w)
 
 
 def weighted_average(stacked: PyTree, weights, mesh: Mesh, algorithm: str = "psum") -> PyTree:
@@ -123,5 +134,4 @@ def weighted_average(stacked: PyTree, weights, mesh: Mesh, algorithm: str = "psu
         raise ValueError(f"weights of shape {w.shape} do not match the stacked agent axis")
     if not np.all(w >= 0) or w.sum() <= 0:
         raise ValueError("aggregation weights must be non-negative with a positive sum")
-    out = mix(stacked, (w / w.sum())[None, :], mesh, algorithm)
-    return jax.tree.map(lambda x: x[0], out)
+    return _mix(stacked, (w / w.sum())[None, :], mesh, algorithm, squeeze=True)
