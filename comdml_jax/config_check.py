@@ -95,6 +95,7 @@ def validate_config(config: ml_collections.ConfigDict):
     from comdml_jax.models.norm import IMPLS as BN_IMPLS
     from comdml_jax.models.resnet import MODELS
     from comdml_jax.system.world import build_system
+    from comdml_jax.train.aggregate import ALGORITHMS
     from comdml_jax.train.engine import BACKENDS, ON_NONFINITE
 
     c = config
@@ -136,6 +137,13 @@ def validate_config(config: ml_collections.ConfigDict):
         "use an integer >= 1",
     )
     _require(t.backend in BACKENDS, "train.backend", t.backend, f"choose one of {BACKENDS}")
+    aggregation = t.get("aggregation", "psum")
+    _require(
+        aggregation in ALGORITHMS,
+        "train.aggregation",
+        aggregation,
+        f"choose one of {tuple(ALGORITHMS)} (the collective that sums the agents' models)",
+    )
     on_nonfinite = t.get("on_nonfinite", "stop")
     _require(
         on_nonfinite in ON_NONFINITE,

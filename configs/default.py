@@ -84,6 +84,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.train.local_epochs = 1
     c.train.backend = "auto"  # auto | loop | vmap
     c.train.on_nonfinite = "stop"  # stop | skip (drop a diverged group's update, recorded)
+    c.train.aggregation = "psum"  # psum | halving_doubling  (comdml_jax.train.aggregate.ALGORITHMS)
     c.eval_batch_size = 1000
     c.eval_every = 1
     # Per-agent methods (gossip, braintorrent): evaluate every agent's own model every

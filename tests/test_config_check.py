@@ -54,6 +54,7 @@ BAD_CONFIGS = [
     ({"model.conv_impl": "fft"}, "model.conv_impl", "--config.model.conv_impl='fft'"),
     ({"model.bn_impl": "fused"}, "model.bn_impl", "--config.model.bn_impl='fused'"),
     ({"data.download": "yes"}, "data.download", "--config.data.download='yes' is invalid"),
+    ({"train.aggregation": "ring"}, "train.aggregation", "--config.train.aggregation='ring'"),
     ({"train.on_nonfinite": "ignore"}, "train.on_nonfinite", "--config.train.on_nonfinite="),
     ({"eval_agents_every": -1}, "eval_agents_every", "--config.eval_agents_every=-1 is invalid"),
     ({"system.server_bandwidth_mbps": 0.0}, "system.server_bandwidth_mbps", "must be > 0"),

@@ -96,13 +96,40 @@ def test_auto_picks_the_matmul_path_for_pointwise_convs_on_cpu():
 def test_cpu_compiler_options_keep_dots_and_reductions_on_the_library():
     assert conv.compiler_options("gpu") == {}
     opts = conv.compiler_options("cpu")
-    if tuple(int(p) for p in jax.__version__.split(".")[:2]) < conv.MIN_JAX_FOR_CPU_OPTIONS:
-        assert opts == {}  # an older XLA keeps its defaults
+    # Chosen by what this XLA does, not by its version: options exactly where the
+    # default compile runs a convolution weight gradient on YNNPACK.
+    default = conv.convolutions_in_library_fusions(conv._weight_gradient_hlo({}))
+    if not opts:
+        assert default == 0  # nothing to take off the library: XLA's defaults stay
         return
+    assert default >= 1
+    assert conv.convolutions_in_library_fusions(conv._weight_gradient_hlo(opts)) == 0
     kinds = set(
         re.findall(r"LIBRARY_FUSION_TYPE_(\w+)", opts["xla_cpu_experimental_ynn_fusion_type"])
     )
     assert kinds == {"INDIVIDUAL_DOT", "REDUCE"}
+
+
+def test_library_fusion_convolutions_are_counted_from_the_hlo_text():
+    """The probe's parser on hand-written module text: only convolutions under a ynn_fusion."""
+    text = """
+%fused_computation (p0: f32[2], p1: f32[2]) -> f32[2] {
+  %p0 = f32[2]{0} parameter(0)
+  ROOT %convolution.2 = f32[2]{0} convolution(%p0, %p1), window={size=1}
+}
+
+%fused_computation.1 (p0: f32[2]) -> f32[2] {
+  ROOT %convolution.3 = f32[2]{0} convolution(%p0, %p0), window={size=1}
+}
+
+ENTRY %main (a: f32[2]) -> f32[2] {
+  %ynn_fusion = f32[2]{0} fusion(%a, %a), kind=kCustom, calls=%fused_computation
+  %loop_fusion = f32[2]{0} fusion(%a), kind=kLoop, calls=%fused_computation.1
+  ROOT %convolution = f32[2]{0} convolution(%a, %a), window={size=1}
+}
+"""
+    assert conv.convolutions_in_library_fusions(text) == 1
+    assert conv.convolutions_in_library_fusions(text.replace("%ynn_fusion", "%other")) == 0
 
 
 @pytest.mark.parametrize("residual", [False, True])

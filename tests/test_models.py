@@ -231,8 +231,8 @@ def test_masked_padded_step_leaves_state_bit_identical(tiny):
 
 
 def test_profile_cli_json_has_one_object_per_cut(capsys):
-    from comdml_jax.models import profile_cli
     from comdml_jax.system.split_profile import SplitProfile
+    from comdml_jax.train import profile_cli
 
     profile_cli.main(["--model", "tiny", "--batch-size", "8", "--json"])
     rows = json.loads(capsys.readouterr().out)

@@ -119,7 +119,7 @@ class BrainTorrent(PerAgentMethod):
             sizes = np.asarray(ctx.num_samples, np.float64)
             w = np.zeros((1, plan.num_agents))
             w[0, members] = sizes[members] / sizes[members].sum()
-            models = mix_rows(models, [a], w, ctx.mesh)
+            models = mix_rows(models, [a], w, ctx.mesh, ctx.aggregation)
             merged[a, pulled] = versions[pulled]
         params, stats = place(models, ctx.mesh)
         state = BrainTorrentState(

@@ -108,6 +108,6 @@ class Gossip(PerAgentMethod):
         for r, j in enumerate(receivers):
             members = [i for i, t in pairs if t == j] + [j]
             w[r, members] = 1.0 / len(members)
-        params, stats = mix_rows(models, receivers, w, ctx.mesh)
+        params, stats = mix_rows(models, receivers, w, ctx.mesh, ctx.aggregation)
         params, stats = place((params, stats), ctx.mesh)
         return GossipState(params, stats, mstate.aux), {"receivers": receivers}

@@ -69,7 +69,7 @@ def current_models(params: PyTree, stats: PyTree, trained: AgentModels, mesh) ->
     return _set_rows(models, rows, new)
 
 
-def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh) -> tuple:
+def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh, algorithm="psum") -> tuple:
     """Replaces the rows ``receivers`` by ``weights @ models`` (``aggregate.mix``).
 
     The mix always runs over all K rows (identity rows for everyone else), so
@@ -81,6 +81,7 @@ def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh) -> tuple:
       receivers: [R] the rows to replace.
       weights: [R, K] mixing weights, each row summing to one.
       mesh: the agent mesh the mix is sharded over.
+      algorithm: the collective that sums across the mesh (``train.aggregation``).
 
     Returns:
       (params, stats) with the receivers' rows mixed, on the first device.
@@ -92,7 +93,7 @@ def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh) -> tuple:
     w = np.eye(k)
     w[receivers] = weights
     home = SingleDeviceSharding(mesh.devices.flat[0])
-    return jax.device_put(aggregate.mix(models, w, mesh), home)
+    return jax.device_put(aggregate.mix(models, w, mesh, algorithm=algorithm), home)
 
 
 class PerAgentMethod:
@@ -115,7 +116,9 @@ class PerAgentMethod:
         part = np.asarray(ctx.env.participants, bool)
         who = part if part.any() else np.ones_like(part)
         w = np.where(who, np.asarray(ctx.num_samples, np.float64), 0.0)
-        params, stats = aggregate.weighted_average((mstate.params, mstate.batch_stats), w, ctx.mesh)
+        params, stats = aggregate.weighted_average(
+            (mstate.params, mstate.batch_stats), w, ctx.mesh, algorithm=ctx.aggregation
+        )
         return ModelVars(params, stats, mstate.aux)
 
     def agent_models(self, mstate):

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 Array = jax.Array
@@ -107,14 +109,17 @@ CPU_OPTIONS = {
 
 
 def compiler_options(platform: str | None = None) -> dict[str, str]:
-    """XLA options for the training programs on ``platform`` (measured, issue 6).
+    """XLA options for the training programs on ``platform`` (measured, issue 6 and 12).
 
-    On CPU, XLA's library fusions send the convolutions' weight gradients to
+    Where XLA:CPU's library fusions send convolutions' weight gradients to
     YNNPACK by default, which runs them 2x slower than XLA's own (Eigen)
-    convolution; dots and reductions stay on YNNPACK, where they are fastest
-    (:data:`CPU_OPTIONS`). Elsewhere, with jax older than
-    :data:`MIN_JAX_FOR_CPU_OPTIONS`, or with an XLA that no longer knows the
-    option: no options.
+    convolution, :data:`CPU_OPTIONS` keeps only dots and reductions on
+    YNNPACK, where they are fastest. Whether this XLA does so is probed, not
+    read from its version (:func:`_cpu_options_supported`): jax 0.10 and 0.12
+    do; jax 0.9 keeps convolutions off YNNPACK already, so there is nothing to
+    take off (and with the options its loop and vmap backends were measured to
+    drift apart by 1e-4 in four SGD steps). Elsewhere, or where the probe
+    fails: no options.
     """
     platform = platform or jax.default_backend()
     if platform != "cpu" or not _cpu_options_supported():
@@ -122,23 +127,65 @@ def compiler_options(platform: str | None = None) -> dict[str, str]:
     return dict(CPU_OPTIONS)
 
 
-# The XLA of jax 0.9 knows the option but its library reductions then round
-# differently inside and outside vmap (the two agent backends drift apart by
-# 1e-4 within four SGD steps); the option was measured on jax 0.10.
-MIN_JAX_FOR_CPU_OPTIONS = (0, 10)
+# The probe's convolution: a 3x3 layer of ResNet-56's first groups at the paper's batch
+# of 100. XLA:CPU picks library fusions by shape, so the probe uses a shape the models run.
+_PROBE_X = (100, 32, 32, 16)
+_PROBE_W = (3, 3, 16, 16)
+
+
+def convolutions_in_library_fusions(hlo_text: str) -> int:
+    """How many convolutions a compiled module's text runs inside YNNPACK library fusions.
+
+    Args:
+      hlo_text: ``jax.jit(f).lower(...).compile().as_text()`` of an XLA:CPU program.
+
+    Returns:
+      The number of ``convolution`` instructions in computations called by a
+      ``ynn_fusion``.
+    """
+    called = re.findall(r"%ynn_fusion[\w.]* = .*?calls=%([\w.]+)", hlo_text)
+    count = 0
+    for name in set(called):
+        body = re.search(rf"^%{re.escape(name)} \(.*?^}}", hlo_text, re.M | re.S)
+        if body:
+            count += len(re.findall(r" convolution\(", body.group(0)))
+    return count
+
+
+def _weight_gradient_hlo(options: dict[str, str]) -> str:
+    """The compiled text of one 3x3 convolution's weight gradient (the probe)."""
+    dims = ("NHWC", "HWIO", "NHWC")
+
+    def wgrad(x, w, dy):
+        fwd = lambda w: lax.conv_general_dilated(
+            x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dims
+        )
+        return jax.vjp(fwd, w)[1](dy)[0]
+
+    x = jax.ShapeDtypeStruct(_PROBE_X, jnp.float32)
+    w = jax.ShapeDtypeStruct(_PROBE_W, jnp.float32)
+    fn = jax.jit(wgrad, compiler_options=options)
+    return fn.lower(x, w, x).compile().as_text()
 
 
 @functools.cache
 def _cpu_options_supported() -> bool:
-    version = tuple(int(p) for p in jax.__version__.split(".")[:2])
-    if version < MIN_JAX_FOR_CPU_OPTIONS:
-        return False
+    """True when this XLA:CPU puts weight gradients on YNNPACK and :data:`CPU_OPTIONS` stop it.
+
+    Compiles (does not run) one convolution weight gradient with XLA's defaults
+    and with the options, once per process: the options are used only where
+    the default compile has a convolution inside a library fusion and the
+    optioned compile is accepted and has none.
+    """
     try:
-        jax.jit(lambda x: x + 1, compiler_options=CPU_OPTIONS).lower(1.0).compile()
-        return True
+        default = convolutions_in_library_fusions(_weight_gradient_hlo({}))
+        if default == 0:
+            return False  # nothing to take off YNNPACK
+        optioned = convolutions_in_library_fusions(_weight_gradient_hlo(CPU_OPTIONS))
     except Exception as e:  # an XLA without this experimental option
         logging.getLogger(__name__).warning("XLA:CPU options %s not applied: %s", CPU_OPTIONS, e)
         return False
+    return optioned == 0
 
 
 def conv2d(x: Array, kernel: Array, stride: int, padding: Padding, impl: str) -> Array:
