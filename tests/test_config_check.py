@@ -38,6 +38,11 @@ def with_lr_string(c):
     return c
 
 
+def with_download_string(c):
+    c.data = ml_collections.ConfigDict({**c.data.to_dict(), "download": "yes"})
+    return c
+
+
 def with_include_valid(c):
     c.data.include_valid = True
     return c
@@ -53,7 +58,7 @@ BAD_CONFIGS = [
     ({"model.name": "resnet9000"}, "model.name", "--config.model.name='resnet9000'"),
     ({"model.conv_impl": "fft"}, "model.conv_impl", "--config.model.conv_impl='fft'"),
     ({"model.bn_impl": "fused"}, "model.bn_impl", "--config.model.bn_impl='fused'"),
-    ({"data.download": "yes"}, "data.download", "--config.data.download='yes' is invalid"),
+    (with_download_string, "data.download", "--config.data.download='yes' is invalid"),
     ({"train.aggregation": "ring"}, "train.aggregation", "--config.train.aggregation='ring'"),
     ({"train.on_nonfinite": "ignore"}, "train.on_nonfinite", "--config.train.on_nonfinite="),
     ({"eval_agents_every": -1}, "eval_agents_every", "--config.eval_agents_every=-1 is invalid"),
