@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 PyTree = Any
@@ -49,18 +50,28 @@ class Checkpointer:
 
     def __init__(self, workdir: str | os.PathLike[str], max_to_keep: int = 2):
         path = os.path.abspath(os.path.join(os.fspath(workdir), "checkpoints"))
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        os.makedirs(path, exist_ok=True)
+        # Under jax.distributed only process 0 checkpoints (comdml_jax.distributed): orbax
+        # must not wait for the other processes, and it saves host (numpy) arrays.
+        multi = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            create=False,
+            **({"multiprocessing_options": multi} if jax.process_count() > 1 else {}),
+        )
         self.manager = ocp.CheckpointManager(path, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state: PyTree) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(state))
+        """Saves ``state`` (as host arrays) as checkpoint ``step`` and waits for the commit."""
+        self.manager.save(step, args=ocp.args.StandardSave(jax.device_get(state)))
         self.manager.wait_until_finished()
 
     def restore(self, step: int, target: PyTree) -> PyTree:
-        """Restores ``step`` into the structure (and dtypes) of ``target``."""
+        """Restores ``step`` into the structure (and dtypes) of ``target``, as host arrays."""
+        target = jax.device_get(target)
         return self.manager.restore(step, args=ocp.args.StandardRestore(target))
 
     def close(self) -> None:

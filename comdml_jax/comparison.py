@@ -32,8 +32,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 from absl import logging
 
+from comdml_jax import distributed
 from comdml_jax.report import comparison as report_lib
 from comdml_jax.report import plots
 from comdml_jax.report.writers import JsonlWriter, to_jsonable, write_json
@@ -284,8 +286,13 @@ def run_comparison(
             cfg = run_config(config, m, s)
             validate_config(cfg)  # every run's config before any run starts
             folder = run_dir(workdir, m, s)
-            todo.append((m, s, cfg, folder, is_finished(folder, cfg)))
+            # Under jax.distributed process 0's folder decides, for every process.
+            done = distributed.broadcast_tree(
+                np.asarray(is_finished(folder, cfg)), np.asarray(False)
+            )
+            todo.append((m, s, cfg, folder, bool(done)))
     n = len(todo)
+    main = distributed.is_main()
     for i, (m, s, cfg, folder, done) in enumerate(todo, 1):
         if done:
             logging.info("comparison run %d/%d: %s seed %d is finished, kept", i, n, m, s)
@@ -293,5 +300,8 @@ def run_comparison(
         how = "resuming" if (folder / "checkpoints").is_dir() else "starting"
         logging.info("comparison run %d/%d: %s %s seed %d in %s", i, n, how, m, s, folder)
         experiment.run(cfg, folder)
-        write_report(workdir, config, methods, seeds, meta)
+        if main:
+            write_report(workdir, config, methods, seeds, meta)
+    if not main:  # only process 0 writes the report
+        return {"pending": []}
     return write_report(workdir, config, methods, seeds, meta)

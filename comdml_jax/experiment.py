@@ -39,7 +39,7 @@ import optax
 from absl import logging
 from flax import serialization
 
-from comdml_jax import rng, run_dir
+from comdml_jax import distributed, rng, run_dir
 from comdml_jax.checkpoint import Checkpointer
 from comdml_jax.config_check import check_partition, validate_config
 from comdml_jax.data.agents import make_epoch_batches
@@ -59,9 +59,9 @@ from comdml_jax.privacy.rounds import RoundPrivacy
 from comdml_jax.report import plots, tables
 from comdml_jax.report.writers import MetricWriters, write_json
 from comdml_jax.system.world import sampled_at
-from comdml_jax.train import aggregate, steps
+from comdml_jax.train import aggregate, layout, steps
 from comdml_jax.train import profile as profile_lib
-from comdml_jax.train.engine import Engine, ModelVars, NonFiniteError, TrainData
+from comdml_jax.train.engine import Engine, ModelVars, TrainData
 from comdml_jax.train.evaluate import Evaluator
 
 PyTree = Any
@@ -184,16 +184,17 @@ def build(
         flip=bool(config.data.augment),
         cutout=int(config.data.cutout),
     )
-    mesh = aggregate.make_mesh()
+    mesh = aggregate.make_mesh()  # every process's devices: methods merge over it
+    multi = jax.process_count() > 1
     engine = Engine(
         model,
         tx,
         data,
         config.train.backend,
-        mesh,
+        aggregate.make_mesh(jax.local_devices()) if multi else mesh,
         seed,
-        on_nonfinite=config.train.get("on_nonfinite", "stop"),
         privacy=PrivacySpec.from_config(config),
+        owned=distributed.owned_agents(config.num_agents, mesh) if multi else None,
     )
     evaluator = Evaluator(
         model,
@@ -315,14 +316,21 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
     )
     lr = float(cfg.optim.lr * state.plateau.scale)
     start = exp.method.start(state.method, plan)
-    try:
-        trained = exp.engine.train_agents(start, plan, batches, r, lr)
-    except NonFiniteError as e:
-        raise NonFiniteRunError(f"method {cfg.method}, {e}. {_KEPT}") from e
+    trained = exp.engine.train_agents(start, plan, batches, r, lr)
     dp_rounds = int(state.dp_rounds)
     if exp.privacy is not None:  # DP on the updates, before they leave the agents
         trained = exp.privacy.release(start, trained, r)
         dp_rounds += 1
+    if jax.process_count() > 1:  # every process's agents, in one global stack to merge
+        report = layout.gather_report(trained, cfg.num_agents, exp.profile.num_cuts + 1)
+        trained = layout.assemble(trained, plan, report, exp.mesh, _one_model(start))
+    if trained.skipped and cfg.train.get("on_nonfinite", "stop") == "stop":
+        role, cut, agents, what = trained.skipped[0]
+        raise NonFiniteRunError(
+            f"method {cfg.method}, round {r + 1}: the {role} group at cut {cut} "
+            f"(agents {list(agents)}) produced a non-finite {what}; lower optim.lr, or set "
+            f"--config.train.on_nonfinite=skip to drop such a group's update. {_KEPT}"
+        )
     mstate, merge_info = exp.method.merge(
         state.method, start, trained, plan, ctx, jax.random.fold_in(rng.stream(ctx.seed, "mix"), r)
     )
@@ -394,7 +402,8 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         record["note"] = "one participant: it trained alone and nothing was exchanged"
     if trained.skipped:
         record["skipped_groups"] = [
-            {"role": g, "cut": c, "agents": list(a)} for g, c, a in trained.skipped
+            {"role": g, "cut": c, "agents": list(a), "non_finite": w}
+            for g, c, a, w in trained.skipped
         ]
     new = RunState(
         round=np.asarray(r + 1, np.int64),
@@ -407,6 +416,15 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         wall_time_s=np.asarray(wall),
     )
     return new, record
+
+
+def _one_model(start) -> ModelVars:
+    """One model's variables (the shape of a row of the stacks)."""
+    if not start.per_agent:
+        return start.model
+    m = start.model
+    first = lambda t: jax.tree.map(lambda x: x[0], t)
+    return ModelVars(first(m.params), first(m.batch_stats), m.aux)
 
 
 class NonFiniteRunError(FloatingPointError):
@@ -526,36 +544,48 @@ def run(
       The summary dict.
     """
     workdir = Path(workdir)
-    # Validate the config and the workdir, and check that a previous run there may be
-    # resumed (or remove it with fresh), before any work or write.
-    run_dir.prepare(config, workdir, fresh=fresh)
+    main = distributed.is_main()  # under jax.distributed only process 0 writes files
+    if main:
+        # Validate the config and the workdir, and check that a previous run there may be
+        # resumed (or remove it with fresh), before any work or write.
+        run_dir.prepare(config, workdir, fresh=fresh)
     exp = build(config, workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(workdir / "config.json", config.to_dict())
-    counts = class_counts(exp.parts, np.asarray(exp.engine.data.y), exp.model.num_classes)
-    write_json(
-        workdir / "partition.json", {"class_counts": counts, "label_skew": label_skew(counts)}
-    )
-    if config.plots:
-        plot_partition(counts, workdir / "partition.png", class_names=exp.class_names)
+    if main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_json(workdir / "config.json", config.to_dict())
+        counts = class_counts(exp.parts, np.asarray(exp.engine.data.y), exp.model.num_classes)
+        write_json(
+            workdir / "partition.json", {"class_counts": counts, "label_skew": label_skew(counts)}
+        )
+        if config.plots:
+            plot_partition(counts, workdir / "partition.png", class_names=exp.class_names)
 
-    ckpt = Checkpointer(workdir) if config.checkpoint_every > 0 else None
-    writer = MetricWriters.for_workdir(workdir)  # metrics.jsonl and TensorBoard event files
+    ckpt = Checkpointer(workdir) if config.checkpoint_every > 0 and main else None
+    # metrics.jsonl and TensorBoard event files (process 0); the others keep their records.
+    writer = MetricWriters.for_workdir(workdir) if main else None
     state = restore_state(exp, ckpt) if ckpt is not None else None
+    if jax.process_count() > 1 and config.checkpoint_every > 0:
+        state = _share_restored(exp, state)
     if state is None:
         state = initial_state(exp)
     else:
         logging.info("resumed from the checkpoint of round %d in %s", int(state.round), workdir)
-    writer.truncate(int(state.round))
+    if writer is not None:
+        writer.truncate(int(state.round))
 
+    records = []
     while int(state.round) < config.rounds:
         state, record = run_round(exp, state)
-        writer.write(record)
-        _log_round(config, record)
+        records.append(record)
+        if writer is not None:
+            writer.write(record)
+            _log_round(config, record)
         r = record["round"]
         if ckpt is not None and ((r + 1) % config.checkpoint_every == 0 or r + 1 == config.rounds):
             save_state(ckpt, state)
 
+    if writer is None:  # another process: what it ran this session
+        return summarize(config, records)
     records = writer.read()
     summary = summarize(config, records)
     write_json(workdir / "summary.json", summary)
@@ -565,3 +595,15 @@ def run(
     if ckpt is not None:
         ckpt.close()
     return summary
+
+
+def _share_restored(exp: Experiment, state: RunState | None) -> RunState | None:
+    """Process 0's restored run state (or None) on every process, bit-exact."""
+    found = distributed.broadcast_tree(np.asarray(state is not None), np.asarray(False))
+    if not bool(found):
+        return None
+    like = initial_state(exp)
+    tree = distributed.broadcast_tree(
+        _to_tree(state) if state is not None else None, _to_tree(like)
+    )
+    return _from_tree(tree, like)

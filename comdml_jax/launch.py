@@ -49,6 +49,33 @@ class DropLibraryChatter(logging_std.Filter):
         )
 
 
+def define_distributed_flags():
+    """``--coordinator_address``, ``--num_processes``, ``--process_id`` (comdml_jax.distributed).
+
+    Call it at import time of a launcher module, once.
+
+    Returns:
+      The three flag holders.
+    """
+    from absl import flags
+
+    return (
+        flags.DEFINE_string(
+            "coordinator_address", "", "host:port of process 0 (with --num_processes > 1)."
+        ),
+        flags.DEFINE_integer("num_processes", 1, "Processes of a jax.distributed run."),
+        flags.DEFINE_integer("process_id", 0, "This process's index, 0..num_processes-1."),
+    )
+
+
+def init_distributed(holders) -> None:
+    """``jax.distributed.initialize`` from the flags of :func:`define_distributed_flags`."""
+    from comdml_jax import distributed
+
+    address, count, index = holders
+    distributed.initialize(address.value, count.value, index.value)
+
+
 def prepare_process() -> None:
     """glibc tunables (may re-execute the process), compilation cache, log filter.
 

@@ -30,9 +30,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from comdml_jax import launch
 from comdml_jax.report.plots import plot_accuracy_vs_time
 from comdml_jax.report.tables import comparison_rows
 from comdml_jax.report.writers import JsonlWriter
@@ -55,6 +57,7 @@ _WORKDIRS = flags.DEFINE_list("workdirs", None, "Finished run folders to compare
 _LABELS = flags.DEFINE_list("labels", None, "Labels (default: each run's method).")
 _TARGET = flags.DEFINE_float("target", None, "Target accuracy (default: the first run's).")
 _OUT = flags.DEFINE_string("out", "compare.png", "Where to write the plot (with --workdirs).")
+_DISTRIBUTED = launch.define_distributed_flags()
 
 
 def _config_name() -> str:
@@ -130,10 +133,11 @@ def main(argv):
     if _REPORT_ONLY.value:
         report = comparison.write_report(_WORKDIR.value, _CONFIG.value, methods, seeds, meta)
     else:
-        from comdml_jax.launch import prepare_process
-
-        prepare_process()
+        launch.prepare_process()
+        launch.init_distributed(_DISTRIBUTED)  # several processes: jax.distributed
         report = comparison.run_comparison(_CONFIG.value, _WORKDIR.value, methods, seeds, meta)
+        if jax.process_index() > 0:
+            return
     print((Path(_WORKDIR.value) / "comparison.md").read_text())
     if report["pending"]:
         logging.warning("not finished: %s", ", ".join(report["pending"]))

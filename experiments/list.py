@@ -9,11 +9,9 @@ Each entry is what its config field accepts (e.g. ``--config.model.name=resnet20
 
 from __future__ import annotations
 
+import argparse
 import json
-
-from absl import app, flags
-
-_JSON = flags.DEFINE_bool("json", False, "Print JSON: {registry: {name: description}}.")
+import sys
 
 
 def format_registries(tables: dict[str, dict[str, str]], fields: dict[str, str]) -> str:
@@ -45,12 +43,19 @@ def render(names: list[str], as_json: bool = False) -> str:
     return json.dumps(tables, indent=2) if as_json else format_registries(tables, CONFIG_FIELDS)
 
 
-def main(argv):
+def main(argv: list[str] | None = None) -> int:
+    # argparse, not absl flags: importing this module must not define flags that
+    # another launcher (experiments.plan's --json) defines too.
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("registries", nargs="*", help="registries to list (default: all)")
+    p.add_argument("--json", action="store_true", help="print {registry: {name: description}}")
+    args = p.parse_args(argv)
     try:
-        print(render(argv[1:], _JSON.value))
+        print(render(args.registries, args.json))
     except ValueError as err:
-        raise app.UsageError(str(err)) from None
+        p.error(str(err))
+    return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main())

@@ -24,6 +24,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from comdml_jax import launch
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (.py, optionally :arg).", lock_config=True
 )
@@ -33,6 +35,7 @@ _WORKDIR = flags.DEFINE_string(
 _FRESH = flags.DEFINE_bool(
     "fresh", False, "Discard a previous run's files in --workdir and start over."
 )
+_DISTRIBUTED = launch.define_distributed_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 USAGE_ERROR = 2  # exit code of a bad flag, config, workdir or data path
@@ -105,9 +108,11 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def main(argv):
     del argv
-    from comdml_jax.launch import prepare_process
-
-    prepare_process()  # glibc tunables (re-executes), compilation cache, quieter logs
+    launch.prepare_process()  # glibc tunables (re-executes), compilation cache, quieter logs
+    try:
+        launch.init_distributed(_DISTRIBUTED)  # several processes: jax.distributed
+    except ValueError as e:
+        fail(str(e))
     from comdml_jax.config_check import ConfigError
     from comdml_jax.data.datasets import DatasetNotFoundError
     from comdml_jax.experiment import NonFiniteRunError, run

@@ -46,7 +46,12 @@ def _engine(model, data, backend, devices=None):
 
 def _average(engine, g, agents, num_samples):
     """The global methods' merge: the data-size-weighted average (methods.base.average)."""
-    ctx = SimpleNamespace(num_samples=np.asarray(num_samples), mesh=engine.mesh, central_noise=None)
+    ctx = SimpleNamespace(
+        num_samples=np.asarray(num_samples),
+        mesh=engine.mesh,
+        central_noise=None,
+        aggregation="psum",
+    )
     return average(agents, g, ctx)[0]
 
 

@@ -189,7 +189,9 @@ def test_gossip_merge_is_the_hand_traced_equal_weight_average():
     c.system.dynamics_rounds = ()
     sysm = build_system(c)
     env = sysm.round_state(0)
-    ctx = SimpleNamespace(seed=0, round=0, env=env, mesh=mesh, num_samples=np.full(k, 10))
+    ctx = SimpleNamespace(
+        seed=0, round=0, env=env, mesh=mesh, num_samples=np.full(k, 10), aggregation="psum"
+    )
     method = get_method("gossip")
     state = method.init(_stand_in_model(), k)
     plan = method.plan(ctx, state)
@@ -217,7 +219,9 @@ def test_braintorrent_pulls_only_newer_versions_and_others_keep_their_models():
     sysm = build_system(c)
     env = sysm.round_state(0)
     sizes = np.array([10, 20, 30, 40])
-    ctx = SimpleNamespace(seed=3, round=0, env=env, mesh=mesh, num_samples=sizes)
+    ctx = SimpleNamespace(
+        seed=3, round=0, env=env, mesh=mesh, num_samples=sizes, aggregation="psum"
+    )
     state = method.init(_stand_in_model(), k)
     # Round 0: everybody trains (agent i's model becomes i + 1).
     plan = method.plan(ctx, state)
@@ -239,7 +243,9 @@ def test_braintorrent_pulls_only_newer_versions_and_others_keep_their_models():
     part = np.zeros(k, bool)
     part[[a, x]] = True
     env1 = dataclass_replace(env, participants=part)
-    ctx1 = SimpleNamespace(seed=3, round=1, env=env1, mesh=mesh, num_samples=sizes)
+    ctx1 = SimpleNamespace(
+        seed=3, round=1, env=env1, mesh=mesh, num_samples=sizes, aggregation="psum"
+    )
     plan1 = method.plan(ctx1, state)
     if plan1.aggregator == a:
         assert [i for i, _ in plan1.transfers] == [x]

@@ -148,14 +148,14 @@ def average(trained: AgentModels, base: ModelVars, ctx: RoundContext) -> tuple[M
       (the new model, {"merged": agents averaged}).
     """
     sizes = np.asarray(ctx.num_samples, np.float64)
-    weights = sizes[list(trained.order)]
     algo = ctx.aggregation
     params, stats = aggregate.weighted_average(
-        (trained.params, trained.batch_stats), weights, ctx.mesh, algorithm=algo
+        (trained.params, trained.batch_stats), trained.weights(sizes), ctx.mesh, algorithm=algo
     )
     aux = dict(base.aux)
-    for m, (heads, who) in trained.aux.items():
-        aux[f"m{m}"] = aggregate.weighted_average(heads, sizes[list(who)], ctx.mesh, algorithm=algo)
+    for m, (heads, _) in trained.aux.items():
+        w = trained.aux_weights(m, sizes)
+        aux[f"m{m}"] = aggregate.weighted_average(heads, w, ctx.mesh, algorithm=algo)
     new = ModelVars(params, stats, aux)
     if ctx.central_noise is not None:
         new = ctx.central_noise(base, new, trained, sizes)

@@ -22,6 +22,7 @@ import numpy as np
 from jax.sharding import NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
 
+from comdml_jax.distributed import home_device
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train import aggregate
 from comdml_jax.train.engine import AgentModels, ModelVars, StartModels
@@ -30,12 +31,16 @@ PyTree = Any
 
 
 def place(tree: PyTree, mesh) -> PyTree:
-    """Shards a stacked [K, ...] pytree over the agent axis, or puts it on the first device."""
+    """Shards a stacked [K, ...] pytree over the agent axis, or puts it on one device.
+
+    With several processes every process keeps the whole stack on its first device
+    (the merges run over the global mesh; checkpoints come from process 0 alone).
+    """
     k = jax.tree.leaves(tree)[0].shape[0]
     n_dev = mesh.devices.size
-    if n_dev > 1 and k % n_dev == 0:
+    if n_dev > 1 and k % n_dev == 0 and jax.process_count() == 1:
         return jax.device_put(tree, NamedSharding(mesh, P(aggregate.AXIS)))
-    return jax.device_put(tree, SingleDeviceSharding(mesh.devices.flat[0]))
+    return jax.device_put(tree, SingleDeviceSharding(home_device(mesh)))
 
 
 def stack_copies(tree: PyTree, k: int) -> PyTree:
@@ -60,13 +65,17 @@ def current_models(params: PyTree, stats: PyTree, trained: AgentModels, mesh) ->
     Returns:
       (params, stats), [K, ...] on the first device.
     """
-    home = SingleDeviceSharding(mesh.devices.flat[0])
+    home = SingleDeviceSharding(home_device(mesh))
     models = jax.device_put((params, stats), home)
     if not trained.order:
         return models
     rows = jnp.asarray(trained.order, jnp.int32)
-    new = jax.device_put((trained.params, trained.batch_stats), home)
-    return _set_rows(models, rows, new)
+    new = (trained.params, trained.batch_stats)
+    if trained.rows is not None:  # assembled across processes: every trained row, here
+        select = np.zeros((len(trained.order), trained.num_rows))
+        select[np.arange(len(trained.order)), trained.rows] = 1.0
+        new = aggregate.mix(new, select, mesh)
+    return _set_rows(models, rows, jax.device_put(new, home))
 
 
 def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh, algorithm="psum") -> tuple:
@@ -92,7 +101,7 @@ def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh, algorithm="psu
     k = weights.shape[1]
     w = np.eye(k)
     w[receivers] = weights
-    home = SingleDeviceSharding(mesh.devices.flat[0])
+    home = SingleDeviceSharding(home_device(mesh))
     return jax.device_put(aggregate.mix(models, w, mesh, algorithm=algorithm), home)
 
 

@@ -109,12 +109,45 @@ def _mix(stacked: PyTree, weights, mesh: Mesh, algorithm: str, squeeze: bool) ->
     if not np.all(w >= 0):
         raise ValueError("mixing weights must be non-negative")
     n_dev = mesh.devices.size
-    if k_in % n_dev:
+    rows = NamedSharding(mesh, P(AXIS))
+    if is_global(stacked):  # assembled across processes: rows already on their owners
+        if k_in % n_dev:
+            raise ValueError(f"a global stack of {k_in} rows does not divide over {n_dev} devices")
+    elif k_in % n_dev:
         stacked = _pad(stacked, n_dev)
     w = np.concatenate([w, np.zeros((w.shape[0], (-k_in) % n_dev))], axis=1).astype(np.float32)
-    stacked = jax.device_put(stacked, NamedSharding(mesh, P(AXIS)))
-    w = jax.device_put(w, NamedSharding(mesh, P(None, AXIS)))
-    return _mix_fn(mesh, algorithm, squeeze)(stacked, w)
+    stacked = to_mesh(stacked, rows)
+    w = to_mesh(w, NamedSharding(mesh, P(None, AXIS)))
+    out = _mix_fn(mesh, algorithm, squeeze)(stacked, w)
+    if jax.process_count() > 1:  # the replicated result, as this process's local arrays
+        out = jax.tree.map(lambda x: x.addressable_data(0), out)
+    return out
+
+
+def is_global(tree: PyTree) -> bool:
+    """Whether ``tree`` holds arrays spread over several processes (see ``distributed``)."""
+    return any(
+        isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree.leaves(tree)
+    )
+
+
+def to_mesh(tree: PyTree, sharding: NamedSharding) -> PyTree:
+    """``tree`` placed with ``sharding``; from a value every process holds whole.
+
+    One process: ``jax.device_put``. Several: each process supplies the shards
+    of its own devices from its copy (``jax.make_array_from_callback``); arrays
+    that are already global are kept as they are.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree.map(one, tree)
 
 
 def weighted_average(stacked: PyTree, weights, mesh: Mesh, algorithm: str = "psum") -> PyTree:

@@ -100,10 +100,6 @@ class StartModels:
         return ModelVars(jax.tree.map(take, m.params), jax.tree.map(take, m.batch_stats), m.aux)
 
 
-class NonFiniteError(FloatingPointError):
-    """A trained group produced a non-finite loss or parameter."""
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainData:
     """The training set on device and how batches are augmented.
@@ -151,9 +147,20 @@ class Group:
     partners: tuple[int, ...] = ()
 
 
-def groups_of(plan: RoundPlan) -> list[Group]:
-    """Splits a plan into a ``full`` group and one ``pair`` group per cut, in a fixed order."""
+def groups_of(plan: RoundPlan, owned: np.ndarray | None = None) -> list[Group]:
+    """Splits a plan into a ``full`` group and one ``pair`` group per cut, in a fixed order.
+
+    Args:
+      plan: the round's plan.
+      owned: [K] bool, the agents this process trains (a pair goes with its slow
+        agent); None: every agent (one process).
+
+    Returns:
+      The groups, each agent in increasing order.
+    """
     part = np.asarray(plan.participants, bool)
+    if owned is not None:
+        part = part & np.asarray(owned, bool)
     partner = np.asarray(plan.partner)
     cut = np.asarray(plan.cut)
     slow = part & (partner >= 0)
@@ -177,8 +184,12 @@ class AgentModels:
       order: the agent of each row.
       aux: cut -> (stacked aux heads of that cut's slow agents, those agents).
       train_loss: [K] mean local loss per agent (NaN for agents that sat out).
-      skipped: the groups whose update was dropped by ``on_nonfinite='skip'``,
-        as ``(role, cut, agents)``; their agents are not in ``order``.
+      skipped: the groups left out because a loss or parameter was not finite,
+        as ``(role, cut, agents, what)``; their agents are not in ``order``.
+      rows: the row of each agent of ``order`` in the stacks, when they were
+        assembled across processes (``distributed``); None: row i is order[i].
+      num_rows: the stacks' length when ``rows`` is set.
+      aux_rows: cut -> (rows, num_rows) of the aux stacks, likewise.
     """
 
     params: PyTree
@@ -186,15 +197,37 @@ class AgentModels:
     order: tuple[int, ...]
     aux: dict[int, tuple[PyTree, tuple[int, ...]]]
     train_loss: np.ndarray
-    skipped: list[tuple[str, int, tuple[int, ...]]] = dataclasses.field(default_factory=list)
+    skipped: list[tuple] = dataclasses.field(default_factory=list)
+    rows: np.ndarray | None = None
+    num_rows: int = 0
+    aux_rows: dict = dataclasses.field(default_factory=dict)
 
     def rows_of(self, agents) -> np.ndarray:
-        """The row of each agent in ``agents`` (all must be in ``order``)."""
+        """The stack row of each agent in ``agents`` (all must be in ``order``)."""
         pos = {a: i for i, a in enumerate(self.order)}
-        return np.asarray([pos[int(a)] for a in agents], np.int64)
+        idx = np.asarray([pos[int(a)] for a in agents], np.int64)
+        return idx if self.rows is None else np.asarray(self.rows)[idx]
 
-    def model_rows(self) -> tuple[PyTree, PyTree]:
-        return self.params, self.batch_stats
+    def weights(self, per_agent) -> np.ndarray:
+        """[rows] ``per_agent[a]`` at each agent's row, 0 on padding rows (merge weights)."""
+        per_agent = np.asarray(per_agent, np.float64)
+        vals = per_agent[list(self.order)]
+        if self.rows is None:
+            return vals
+        out = np.zeros(self.num_rows)
+        out[self.rows] = vals
+        return out
+
+    def aux_weights(self, cut: int, per_agent) -> np.ndarray:
+        """:meth:`weights` of the aux heads of ``cut``."""
+        per_agent = np.asarray(per_agent, np.float64)
+        who = self.aux[cut][1]
+        if cut not in self.aux_rows:
+            return per_agent[list(who)]
+        rows, n = self.aux_rows[cut]
+        out = np.zeros(n)
+        out[rows] = per_agent[list(who)]
+        return out
 
 
 def resolve_backend(backend: str, platform: str | None = None) -> str:
@@ -217,13 +250,13 @@ class Engine:
       tx: the optimiser (SGD with momentum, learning rate in its state).
       data: the training data on device.
       backend: ``loop``, ``vmap`` or ``auto``.
-      mesh: the 1-D ``agents`` mesh (used by ``vmap``; methods merge over it).
+      mesh: the 1-D ``agents`` mesh of this process's devices (used by ``vmap``;
+        methods merge over the global mesh).
       seed: the run seed; augmentation keys derive from ``rng.stream(seed, "augment")``.
-      on_nonfinite: ``stop`` raises :class:`NonFiniteError` naming the group when a
-        trained group's loss or parameters are not finite; ``skip`` drops that
-        group's update (its agents are left out of the merge) and reports it.
       privacy: the run's privacy options; NoPeek and patch shuffling change the
         slow side of pair steps (``train.steps``), DP acts outside the engine.
+      owned: [K] bool, the agents this process trains (``distributed.owned_agents``);
+        None: all of them.
 
     The engine keeps one cache of compiled programs, :attr:`programs`, keyed by
     (program, role, cut) plus the step privacy where it changes the program
@@ -239,17 +272,15 @@ class Engine:
         backend: str,
         mesh,
         seed: int,
-        on_nonfinite: str = "stop",
         privacy: PrivacySpec | None = None,
+        owned: np.ndarray | None = None,
     ):
-        if on_nonfinite not in ON_NONFINITE:
-            raise ValueError(f"train.on_nonfinite={on_nonfinite!r} is not one of {ON_NONFINITE}")
         self.model = model
         self.tx = tx
         self.data = data
         self.backend = resolve_backend(backend)
         self.mesh = mesh
-        self.on_nonfinite = on_nonfinite
+        self.owned = None if owned is None else np.asarray(owned, bool)
         self.home = SingleDeviceSharding(mesh.devices.flat[0])
         self.key = rng.stream(seed, "augment")
         self.privacy = step_privacy(privacy)
@@ -471,9 +502,10 @@ class Engine:
         Returns:
           Every participant's model after its local epoch, stacked.
 
-        Raises:
-          NonFiniteError: with ``on_nonfinite='stop'``, naming the round, the
-            group (role, cut, agents) and the non-finite quantity.
+        A group whose loss or parameters are not finite is left out of the
+        returned models and listed in ``skipped`` with what was not finite; the
+        caller decides whether that stops the run (``train.on_nonfinite``),
+        once every process has reported.
         """
         if isinstance(start, ModelVars):
             start = StartModels(start)
@@ -485,7 +517,7 @@ class Engine:
         lr = jnp.float32(lr)
         models, order, aux, skipped = [], [], {}, []
         losses = np.full(len(plan.participants), np.nan)
-        for group in groups_of(plan):
+        for group in groups_of(plan, self.owned):
             states, group_losses = run(group, start, batches, round_, lr)
             group_losses = np.asarray(group_losses)
             losses[list(group.agents)] = group_losses
@@ -498,14 +530,7 @@ class Engine:
                 heads = slow.params[split.AUX]
             bad = _nonfinite(group_losses, (params, stats, heads))
             if bad:
-                if self.on_nonfinite == "stop":
-                    raise NonFiniteError(
-                        f"round {round_ + 1}: the {group.role} group at cut {group.cut} "
-                        f"(agents {list(group.agents)}) produced a non-finite {bad}; "
-                        "lower optim.lr, or set --config.train.on_nonfinite=skip to drop "
-                        "such a group's update"
-                    )
-                skipped.append((group.role, group.cut, group.agents))
+                skipped.append((group.role, group.cut, group.agents, bad))
                 losses[list(group.agents)] = np.nan
             else:
                 models.append((params, stats))
