@@ -124,7 +124,16 @@ def greedy_plan(
 
 
 def _pair_complete(order, avail, partner, cut, links, n, step, tau_hat, terms):
-    """Algorithm 1 on a complete topology, one candidate per class (module docstring)."""
+    """Algorithm 1 on a complete topology, one candidate per class (module docstring).
+
+    Agents of one class also look for a partner alike: their τ̂_ij^m over the
+    candidate classes is one fixed [G, M-1] table. It is built and sorted once
+    per class (:class:`_ClassTable`); each agent then walks its class's sorted
+    table to the first entry whose class still has an available member, and
+    breaks a tie of equal values by the lowest member index, then cut, as
+    :func:`_best_partner` does. Classes only ever run out, so each walk resumes
+    where the last one of its class stopped.
+    """
     bw = links.bandwidth_mbps
     idx = np.flatnonzero(avail & (bw > 0))
     if idx.size < 2:
@@ -136,29 +145,98 @@ def _pair_complete(order, avail, partner, cut, links, n, step, tau_hat, terms):
     sizes = np.bincount(inv)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     ptr = np.zeros(len(sizes), np.int64)  # members[starts + ptr]: lowest available
+    live = sizes > 0  # the class still has an available member
     cls = np.full(len(bw), -1, np.int64)
     cls[idx] = inv
     first = members[starts]
     cls_tau, cls_step, cls_bw = tau_hat[first], step[first], bw[first]
+    tables: dict[int, _ClassTable] = {}
 
     def advance(g):
         while ptr[g] < sizes[g] and not avail[members[starts[g] + ptr[g]]]:
             ptr[g] += 1
+        live[g] = ptr[g] < sizes[g]
 
     for i in order:
         if not avail[i] or bw[i] <= 0:
             continue
-        g = np.flatnonzero((cls_tau < tau_hat[i]) & (ptr < sizes))
-        if g.size == 0:
+        ci = int(cls[i])
+        table = tables.get(ci)
+        if table is None:
+            table = tables[ci] = _ClassTable.of(
+                tau_hat[i], n[i], bw[i], cls_tau, cls_step, cls_bw, terms
+            )
+        best = table.first_live(live)
+        if best is None:
             continue
-        cand = members[starts[g] + ptr[g]]
-        c = np.minimum(bw[i], cls_bw[g])
-        v, j, m = _best_partner(tau_hat[i], n[i], cand, c, cls_tau[g], cls_step[g], terms)
+        v, j, m = table.pick(best, live, lambda g: members[starts[g] + ptr[g]])
         if v < tau_hat[i]:
             partner[i], cut[i] = j, m
             avail[i] = avail[j] = False
             advance(cls[i])
             advance(cls[j])
+
+
+class _ClassTable:
+    """τ̂_ij^m of one class of slow agents over every faster class g and cut m >= 1, sorted.
+
+    ``value[e]``, ``group[e]``, ``cut[e]``: entry e, ascending by value (then
+    class, then cut); ``pos``: entries before it belong to classes that have
+    run out.
+    """
+
+    _CHUNK = 256
+
+    def __init__(self, value, group, cut):
+        self.value, self.group, self.cut = value, group, cut
+        self.pos = 0
+
+    @classmethod
+    def of(cls, tau_i, n_i, bw_i, cls_tau, cls_step, cls_bw, terms):
+        g = np.flatnonzero(cls_tau < tau_i)
+        a = slow_side_s(tau_i, terms.slow[1:])
+        c = np.minimum(bw_i, cls_bw[g])
+        b = fast_side_s(
+            cls_tau[g][:, None],
+            n_i,
+            terms.megabits[None, 1:],
+            c[:, None],
+            terms.fast[None, 1:],
+            cls_step[g][:, None],
+        )
+        v = np.maximum(a[None, :], b).reshape(-1)
+        group = np.repeat(g, a.size)
+        cut = np.tile(np.arange(1, a.size + 1), g.size)
+        o = np.argsort(v, kind="stable")  # (group, cut) are ascending already
+        return cls(v[o], group[o], cut[o])
+
+    def first_live(self, live):
+        """The first entry at or after ``pos`` whose class is live (None: none left)."""
+        e, total = self.pos, self.value.size
+        while e < total:
+            hit = np.flatnonzero(live[self.group[e : e + self._CHUNK]])
+            if hit.size:
+                e += int(hit[0])
+                break
+            e += self._CHUNK
+        self.pos = min(e, total)
+        return None if self.pos >= total else self.pos
+
+    def pick(self, e, live, lowest):
+        """(value, j, m) among the live entries equal to entry e: lowest j, then m.
+
+        ``lowest(g)``: the lowest available member of the live classes ``g``.
+        """
+        best = self.value[e]
+        end = int(np.searchsorted(self.value, best, side="right"))
+        if end == e + 1:
+            return float(best), int(lowest(self.group[e])), int(self.cut[e])
+        g, m = self.group[e:end], self.cut[e:end]
+        ok = live[g]
+        g, m = g[ok], m[ok]
+        j = lowest(g)
+        k = np.lexsort((m, j))[0]
+        return float(best), int(j[k]), int(m[k])
 
 
 def _pair_rows(order, avail, partner, cut, links, n, step, tau_hat, terms):
