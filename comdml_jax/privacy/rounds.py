@@ -13,7 +13,8 @@ adds the noise once to the averaged update of every aggregate (the model, and
 each cut's auxiliary head, each with its own weights).
 
 Keys: agent i's noise in round r uses fold_in(fold_in(stream(seed, "dp"), r), i);
-the central noise fold_in(fold_in(stream(seed, "dp"), r), K) (no agent has index K).
+the central noise fold_in(fold_in(stream(seed, "dp"), r), K) (no agent has index K);
+the padding rows of a release fold in K + 1 (their output is discarded).
 """
 
 from __future__ import annotations
@@ -97,30 +98,40 @@ class RoundPrivacy:
         start = dataclasses.replace(start, model=jax.device_put(start.model, home))
         rows = start.rows(order)
         p = len(order)
-        # One update per agent: its model, plus one slot per used cut's aux head
-        # (zero for agents that did not use that cut; they release nothing there).
+        # One compiled release per power-of-two bucket of rows, whatever the round's
+        # participants and cuts: padded rows start and end at zero (a zero update, whose
+        # release is discarded), and every aux head of the model has a slot (zero for the
+        # agents, or the whole round, that did not use its cut).
+        bucket = 1 << max(p - 1, 0).bit_length()
+        pad = lambda t: jax.tree.map(
+            lambda x: jnp.concatenate([x, jnp.zeros((bucket - p, *x.shape[1:]), x.dtype)]), t
+        )
+        used = {f"m{m}": (heads, who) for m, (heads, who) in trained.aux.items()}
         heads_start, heads_trained = {}, {}
-        for m, (heads, who) in trained.aux.items():
-            at = trained.rows_of(who)
-            base = start.model.aux[f"m{m}"]
-            full_start = jax.tree.map(lambda b: jnp.broadcast_to(b, (p, *b.shape)), base)
-            heads_start[m] = full_start
-            heads_trained[m] = jax.tree.map(lambda s, h, at=at: s.at[at].set(h), full_start, heads)
-        s_tree = {"params": rows.params, "batch_stats": rows.batch_stats, "aux": heads_start}
-        t_tree = {
-            "params": trained.params,
-            "batch_stats": trained.batch_stats,
-            "aux": heads_trained,
-        }
-        keys = jax.vmap(lambda i: jax.random.fold_in(self._key(round_), i))(jnp.asarray(order))
+        for name, base in start.model.aux.items():
+            full_start = jax.tree.map(lambda b: jnp.broadcast_to(b, (bucket, *b.shape)), base)
+            heads_start[name] = full_start
+            heads_trained[name] = full_start
+            if name in used:
+                heads, who = used[name]
+                at = trained.rows_of(who)
+                heads_trained[name] = jax.tree.map(
+                    lambda s, h, at=at: s.at[at].set(h), full_start, heads
+                )
+        s_tree = {"params": pad(rows.params), "batch_stats": pad(rows.batch_stats)}
+        t_tree = {"params": pad(trained.params), "batch_stats": pad(trained.batch_stats)}
+        s_tree["aux"], t_tree["aux"] = heads_start, heads_trained
+        ids = np.concatenate([order, np.full(bucket - p, self.num_agents + 1, np.int64)])
+        keys = jax.vmap(lambda i: jax.random.fold_in(self._key(round_), i))(jnp.asarray(ids))
         s_tree, t_tree, keys = jax.device_put((s_tree, t_tree, keys), home)
         out = _release(s_tree, t_tree, keys, self.spec)
         aux = {}
         for m, (_, who) in trained.aux.items():
             at = trained.rows_of(who)
-            aux[m] = (jax.tree.map(lambda x, at=at: x[at], out["aux"][m]), who)
+            aux[m] = (jax.tree.map(lambda x, at=at: x[at], out["aux"][f"m{m}"]), who)
+        first = lambda t: jax.tree.map(lambda x: x[:p], t)
         return dataclasses.replace(
-            trained, params=out["params"], batch_stats=out["batch_stats"], aux=aux
+            trained, params=first(out["params"]), batch_stats=first(out["batch_stats"]), aux=aux
         )
 
     def central_noise(
