@@ -40,6 +40,7 @@ def test_on_one_device_both_settings_give_identical_runs(cifar10_dir, tmp_path, 
     chex.assert_trees_all_equal(sa.method, sb.method)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["comdml", "gossip"])
 def test_on_eight_devices_both_settings_agree_to_float_rounding(cifar10_dir, tmp_path, method):
     assert jax.device_count() == 8

@@ -99,6 +99,7 @@ def compared(tmp_path_factory, cifar10_dir):
     }
 
 
+@pytest.mark.slow
 def test_comparison_json_is_identical_when_run_again(compared):
     a, b = compared["a"], compared["b"]
     assert (a / "comparison.json").read_bytes() == (b / "comparison.json").read_bytes()
@@ -109,6 +110,7 @@ def test_comparison_json_is_identical_when_run_again(compared):
     assert set(wall) == set(METHODS) and all(set(w) == {"0", "1"} for w in wall.values())
 
 
+@pytest.mark.slow
 def test_interrupted_comparison_finishes_the_rest_without_redoing_the_first(compared):
     assert compared["interrupted_calls"] == [("comdml", 0)]
     assert compared["partial"] == ["comdml/seed0/summary.json"]
@@ -117,6 +119,7 @@ def test_interrupted_comparison_finishes_the_rest_without_redoing_the_first(comp
     assert compared["report_b"]["pending"] == []
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_comparison_runs_nothing(compared, monkeypatch):
     def fail(cfg, workdir):
         raise AssertionError(f"ran {cfg.method} seed {cfg.seed} again")
@@ -126,6 +129,7 @@ def test_rerun_of_a_finished_comparison_runs_nothing(compared, monkeypatch):
     assert again == json.loads((compared["a"] / "comparison.json").read_text())
 
 
+@pytest.mark.slow
 def test_report_is_numpy_over_the_runs_own_summaries(compared):
     a, report = compared["a"], compared["report_a"]
     assert report == json.loads((a / "comparison.json").read_text())
@@ -153,6 +157,7 @@ def test_report_is_numpy_over_the_runs_own_summaries(compared):
     assert red["std"] == pytest.approx(np.std(per_seed, ddof=1))
 
 
+@pytest.mark.slow
 def test_every_method_of_a_seed_shares_the_partition_and_config(compared):
     a = compared["a"]
     assert compared["report_a"]["shared_partition"] == {"0": True, "1": True}
@@ -167,11 +172,13 @@ def test_every_method_of_a_seed_shares_the_partition_and_config(compared):
     assert p0 != p1  # seeds differ
 
 
+@pytest.mark.slow
 def test_plots_are_written(compared):
     for name in ("accuracy_vs_time.png", "time_to_target.png"):
         assert (compared["a"] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_a_changed_config_is_refused(compared):
     changed = smoke_config(compared["config"].data.data_dir)
     changed.optim.lr = 0.5
@@ -179,6 +186,7 @@ def test_a_changed_config_is_refused(compared):
         comparison.write_report(compared["a"], changed, METHODS, SEEDS)
 
 
+@pytest.mark.slow
 def test_cli_report_only_rewrites_the_same_numbers(compared, tmp_path):
     a = tmp_path / "a"
     shutil.copytree(compared["a"], a)

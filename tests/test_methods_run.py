@@ -17,6 +17,9 @@ from comdml_jax import experiment
 from comdml_jax.methods import METHODS
 from configs import smoke
 
+# Ten whole runs (every method, uninterrupted and resumed): `pytest -m slow`.
+pytestmark = pytest.mark.slow
+
 ALL = sorted(METHODS)
 
 

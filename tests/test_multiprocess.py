@@ -24,6 +24,9 @@ from comdml_jax import experiment
 from comdml_jax.checkpoint import Checkpointer
 from configs import smoke
 
+# Whole multi-process runs (several processes, gloo): `pytest -m slow`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 EXACT = ("round", "method", "num_participants", "participants", "sim_time_s", "round_time_s")
 PLAN = ("pairs", "transfers", "aggregator", "compute_s", "comm_s", "exchange_s", "idle_s")

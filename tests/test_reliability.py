@@ -111,6 +111,7 @@ def test_short_data_is_charged_for_the_samples_it_has(cifar10_dir, tmp_path):
     np.testing.assert_allclose(rec["compute_s"], 2.4 * t_ref / cpu, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
     cifar10_dir, tmp_path, monkeypatch
 ):
@@ -169,6 +170,7 @@ def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+@pytest.mark.slow
 def test_sigkill_in_a_round_or_in_a_checkpoint_write_then_rerun_is_exact(cifar10_dir, tmp_path):
     whole = tmp_path / "whole"
     proc = _cli(whole)
