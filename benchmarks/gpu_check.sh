@@ -8,6 +8,7 @@
 # rounds (default 4) in a fresh workdir under ${OUT:-/tmp}/gpu_check; the first
 # round (compiles) is left out of samples/s. Meant for a machine with jax and flax
 # preinstalled and no registry: it installs the package without dependencies.
+# CONFIG=configs/smoke.py tries it on a CPU in a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:?usage: bash benchmarks/gpu_check.sh DATA_DIR [ROUNDS]}
