@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_system_fixtures import resnet56_profile
 
-from comdml_jax.system import build_system
+from comdml_jax.system import build_system, scheduler
 from comdml_jax.system.exact import brute_force_plan, exact_plan
 from comdml_jax.system.gap import greedy_gap
 from comdml_jax.system.scheduler import greedy_plan, greedy_plan_reference, no_offload_plan
@@ -163,9 +163,13 @@ def instances(draw, max_k=12, complete=None):
 
 
 @settings(max_examples=200, deadline=None)
-@given(instances(max_k=25))
-def test_vectorised_greedy_equals_the_loop(inst):
-    vec = greedy_plan(*inst)
+@given(instances(max_k=25), st.sampled_from([1, 2, 8]))
+def test_vectorised_greedy_equals_the_loop(inst, table_min_class):
+    saved, scheduler._TABLE_MIN_CLASS = scheduler._TABLE_MIN_CLASS, table_min_class
+    try:  # both complete-topology paths (hypothesis does not mix with monkeypatch)
+        vec = greedy_plan(*inst)
+    finally:
+        scheduler._TABLE_MIN_CLASS = saved
     ref = greedy_plan_reference(*inst)
     assert np.array_equal(vec.partner, ref.partner) and np.array_equal(vec.cut, ref.cut)
     # and through a dense c matrix (the non-complete code path)
@@ -174,7 +178,10 @@ def test_vectorised_greedy_equals_the_loop(inst):
     assert np.array_equal(dense.partner, ref.partner) and np.array_equal(dense.cut, ref.cut)
 
 
-def test_vectorised_greedy_equals_the_loop_at_scale():
+@pytest.mark.parametrize("table_min_class", [1, 8, 10**9])
+def test_vectorised_greedy_equals_the_loop_at_scale(monkeypatch, table_min_class):
+    """Both paths of the complete topology (sorted class tables, direct evaluation) and a mix."""
+    monkeypatch.setattr(scheduler, "_TABLE_MIN_CLASS", table_min_class)
     rng = np.random.default_rng(0)
     k = 400
     cpu = rng.choice([4.0, 2.0, 1.0, 0.5, 0.2], k)

@@ -127,12 +127,14 @@ def _pair_complete(order, avail, partner, cut, links, n, step, tau_hat, terms):
     """Algorithm 1 on a complete topology, one candidate per class (module docstring).
 
     Agents of one class also look for a partner alike: their τ̂_ij^m over the
-    candidate classes is one fixed [G, M-1] table. It is built and sorted once
-    per class (:class:`_ClassTable`); each agent then walks its class's sorted
+    candidate classes is one fixed [G, M-1] table. For a class of at least
+    ``_TABLE_MIN_CLASS`` agents it is built and sorted once
+    (:class:`_ClassTable`); each agent then walks its class's sorted
     table to the first entry whose class still has an available member, and
     breaks a tie of equal values by the lowest member index, then cut, as
     :func:`_best_partner` does. Classes only ever run out, so each walk resumes
-    where the last one of its class stopped.
+    where the last one of its class stopped. Smaller classes evaluate their
+    candidates directly, as :func:`_pair_rows` does.
     """
     bw = links.bandwidth_mbps
     idx = np.flatnonzero(avail & (bw > 0))
@@ -150,7 +152,10 @@ def _pair_complete(order, avail, partner, cut, links, n, step, tau_hat, terms):
     cls[idx] = inv
     first = members[starts]
     cls_tau, cls_step, cls_bw = tau_hat[first], step[first], bw[first]
+    # Sorted tables of the classes with the τ̂ being paired: equal τ̂ are adjacent in the
+    # order, so only those are alive at a time (memory O(G·M) per such class, not O(G²·M)).
     tables: dict[int, _ClassTable] = {}
+    tables_tau = None
 
     def advance(g):
         while ptr[g] < sizes[g] and not avail[members[starts[g] + ptr[g]]]:
@@ -161,20 +166,35 @@ def _pair_complete(order, avail, partner, cut, links, n, step, tau_hat, terms):
         if not avail[i] or bw[i] <= 0:
             continue
         ci = int(cls[i])
+        if tau_hat[i] != tables_tau:
+            tables, tables_tau = {}, tau_hat[i]
         table = tables.get(ci)
-        if table is None:
+        if table is None and sizes[ci] >= _TABLE_MIN_CLASS:
             table = tables[ci] = _ClassTable.of(
                 tau_hat[i], n[i], bw[i], cls_tau, cls_step, cls_bw, terms
             )
-        best = table.first_live(live)
-        if best is None:
-            continue
-        v, j, m = table.pick(best, live, lambda g: members[starts[g] + ptr[g]])
+        if table is not None:
+            e = table.first_live(live)
+            if e is None:
+                continue
+            v, j, m = table.pick(e, live, lambda g: members[starts[g] + ptr[g]])
+        else:  # a small class: evaluate its candidates directly
+            g = np.flatnonzero((cls_tau < tau_hat[i]) & live)
+            if g.size == 0:
+                continue
+            cand = members[starts[g] + ptr[g]]
+            c = np.minimum(bw[i], cls_bw[g])
+            v, j, m = _best_partner(tau_hat[i], n[i], cand, c, cls_tau[g], cls_step[g], terms)
         if v < tau_hat[i]:
             partner[i], cut[i] = j, m
             avail[i] = avail[j] = False
             advance(cls[i])
             advance(cls[j])
+
+
+# A class with at least this many agents gets a sorted table (cheaper than evaluating
+# every candidate class for each of its agents); smaller ones are evaluated directly.
+_TABLE_MIN_CLASS = 8
 
 
 class _ClassTable:
