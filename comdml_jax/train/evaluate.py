@@ -52,13 +52,23 @@ class Evaluator:
         self.traces = collections.Counter()
         mean, std = tuple(mean), tuple(std)
 
-        def sums(params, stats, xb, yb):
-            self.traces["eval"] += 1
+        def forward(params, stats, xb, yb):
             logits, _ = model.apply(params, stats, normalize(xb, mean, std), train=False)
             loss = steps.cross_entropy(logits, yb) * yb.shape[0]
             return loss, jnp.sum(jnp.argmax(logits, -1) == yb).astype(jnp.float32)
 
+        def sums(params, stats, xb, yb):
+            self.traces["eval"] += 1
+            return forward(params, stats, xb, yb)
+
         self._sums = jax.jit(sums, compiler_options=xla_options or {})
+
+        def row_sums(params, stats, i, xb, yb):  # agent i of stacked [K, ...] models
+            self.traces["eval_rows"] += 1
+            row = lambda t: jax.tree.map(lambda x: x[i], t)
+            return forward(row(params), row(stats), xb, yb)
+
+        self._row_sums = jax.jit(row_sums, compiler_options=xla_options or {})
 
     @property
     def num_examples(self) -> int:
@@ -95,8 +105,17 @@ class Evaluator:
           float64 [K] accuracies.
         """
         k = jax.tree.leaves(params)[0].shape[0]
-        out = np.zeros(k)
+        n = self.num_examples if limit <= 0 else min(limit, self.num_examples)
+        # One program per (agent, batch) call, the row taken inside it, and one transfer
+        # back for all agents: no eager per-leaf slicing, no per-agent synchronisation.
+        correct = []
         for i in range(k):
-            row = lambda t, i=i: jax.tree.map(lambda x: x[i], t)
-            out[i] = self(row(params), row(batch_stats), limit)[1]
-        return out
+            agent = np.int32(i)
+            for s in range(0, n, self.batch_size):
+                e = min(s + self.batch_size, n)
+                correct.append(
+                    self._row_sums(params, batch_stats, agent, self.x[s:e], self.y[s:e])[1]
+                )
+        per_batch = -(-n // self.batch_size)
+        sums = np.asarray(jnp.stack(correct), np.float64).reshape(k, per_batch).sum(1)
+        return sums / n
