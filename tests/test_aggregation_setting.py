@@ -31,6 +31,7 @@ def _runs(cifar10_dir, tmp_path, method, devices, rounds=2):
     return out["psum"], out["halving_doubling"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["comdml", "gossip"])
 def test_on_one_device_both_settings_give_identical_runs(cifar10_dir, tmp_path, method):
     (sa, ra), (sb, rb) = _runs(cifar10_dir, tmp_path, method, jax.devices()[:1])

@@ -267,6 +267,7 @@ def test_checkpoint_restores_the_exact_run_state(equal_speed):
     chex.assert_trees_all_equal(restored, state)
 
 
+@pytest.mark.slow
 def test_same_seed_in_another_process_writes_identical_metrics(uninterrupted, cli_run):
     assert without_wall_time(cli_run.records) == without_wall_time(uninterrupted.records)
 

@@ -157,6 +157,7 @@ def smoke_config(data_dir, **overrides):
     return c
 
 
+@pytest.mark.slow
 def test_rounds_report_the_epsilon_dp_accounting_gives(cifar10_dir, tmp_path):
     config = smoke_config(
         cifar10_dir,
