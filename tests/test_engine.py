@@ -16,7 +16,7 @@ from comdml_jax.models.conv import compiler_options
 from comdml_jax.models.resnet import build_model
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train import aggregate, steps
-from comdml_jax.train.engine import Engine, ModelVars, TrainData
+from comdml_jax.train.engine import Engine, ModelVars, TrainData, row_bucket
 
 K = 5
 SIZES = [12, 8, 16, 6, 9]  # agent 4 sits out in the plans below
@@ -204,3 +204,10 @@ def test_mix_matches_numpy_on_any_device_count():
         got = aggregate.mix(x, w, aggregate.make_mesh(devices))
         for key in x:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 100, 1024, 1025])
+def test_row_bucket_is_the_smallest_power_of_two_that_holds_n(n):
+    b = row_bucket(n)
+    assert b >= max(n, 1) and b & (b - 1) == 0  # holds n, a power of two
+    assert b == 1 or b // 2 < n  # and the smallest one

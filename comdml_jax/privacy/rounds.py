@@ -30,7 +30,7 @@ import numpy as np
 from comdml_jax import rng
 from comdml_jax.privacy import dp
 from comdml_jax.privacy.config import DpSpec, PrivacySpec
-from comdml_jax.train.engine import AgentModels, ModelVars, StartModels
+from comdml_jax.train.engine import AgentModels, ModelVars, StartModels, row_bucket
 
 PyTree = Any
 
@@ -102,7 +102,7 @@ class RoundPrivacy:
         # participants and cuts: padded rows start and end at zero (a zero update, whose
         # release is discarded), and every aux head of the model has a slot (zero for the
         # agents, or the whole round, that did not use its cut).
-        bucket = 1 << max(p - 1, 0).bit_length()
+        bucket = row_bucket(p)
         pad = lambda t: jax.tree.map(
             lambda x: jnp.concatenate([x, jnp.zeros((bucket - p, *x.shape[1:]), x.dtype)]), t
         )

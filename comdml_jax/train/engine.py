@@ -49,6 +49,14 @@ from comdml_jax.train import aggregate, steps
 
 Array = jax.Array
 PyTree = Any
+
+
+def row_bucket(n: int) -> int:
+    """n rounded up to a power of two (1 for n <= 1): the row count of a stacked buffer,
+    so that groups and rounds of changing size share a few compiled shapes."""
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
 BACKENDS = ("auto", "loop", "vmap")
 PATCH_SHUFFLE_STREAM = 0x5EED  # folded into a batch's key for its patch permutations
 
@@ -349,7 +357,7 @@ class Engine:
     def _rows_buffer(self, state, n: int):
         """A [n_bucket, ...] buffer for a group's final states (n rounded up to a power of 2,
         so groups of changing size share a few compiled shapes)."""
-        bucket = 1 << max(int(n) - 1, 0).bit_length()
+        bucket = row_bucket(n)
         return jax.tree.map(lambda x: jnp.zeros((bucket, *x.shape), x.dtype), state)
 
     def _put_row(self, role: str, cut: int):
