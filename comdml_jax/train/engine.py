@@ -355,10 +355,8 @@ class Engine:
         return fn(m.params, m.batch_stats, self._head(m, role, cut), np.int32(agent), lr)
 
     def _rows_buffer(self, state, n: int):
-        """A [n_bucket, ...] buffer for a group's final states (n rounded up to a power of 2,
-        so groups of changing size share a few compiled shapes)."""
-        bucket = row_bucket(n)
-        return jax.tree.map(lambda x: jnp.zeros((bucket, *x.shape), x.dtype), state)
+        """A zero [row_bucket(n), ...] buffer for a group's final states."""
+        return jax.tree.map(lambda x: jnp.zeros((row_bucket(n), *x.shape), x.dtype), state)
 
     def _put_row(self, role: str, cut: int):
         """``(buffer, i, state) -> buffer`` with row i set, the buffer donated."""
