@@ -9,14 +9,17 @@ One experiment per (agents, method, backend) on synthetic images (the paper's
 CPU profiles, every link up so everyone trains), driven by the same
 ``experiment.run_round`` that real runs use: plan, price, batches, training,
 the method's merge, the consensus evaluation and, for per-agent methods,
-the per-agent evaluation every ``--eval-agents-every`` rounds (amortised:
-the benchmark runs that many rounds per trial). After a warm-up round that
-compiles everything, each trial times those rounds; the bare steps are the
-same jitted training steps, each timed alone on a fixed batch, times the
-number of batches the rounds trained. The rounds and the bare steps are timed
-alternately, ``--repeats`` times, so the machine's drift hits both alike;
-medians and the per-trial range of the ratio are printed, with the machine
-and a breakdown of one round (training, merge, evaluation, the rest).
+the per-agent evaluation every ``--eval-agents-every`` rounds. After a
+warm-up round that compiles everything, each trial times
+``--rounds-per-trial`` rounds (default ``--eval-agents-every``, so the
+per-agent evaluation is amortised, for every method alike). Each round is
+timed beside its bare steps: the same jitted training steps, without the
+engine, called as many times per (role, cut) as that round trained batches,
+on a fixed batch from a fresh state (:class:`BareSteps`). Round and bare
+replay alternate in order from round to round, so the machine's drift hits
+both alike. The median over ``--repeats`` trials and the per-trial range of
+the ratio are printed, with the machine and a breakdown of one round
+(training, merge, evaluation, the rest).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, time_calls  # noqa: E402
+from benchmarks.common import machine  # noqa: E402
 
 LINKS = (10.0, 20.0, 50.0, 100.0)
 
@@ -74,38 +77,77 @@ def make_experiment(args, method: str, k: int, per_agent: int, backend: str, wor
     return experiment.build(cfg, workdir, dataset=dataset)
 
 
-def bare_step_seconds(exp, roles: set[tuple[str, int]]) -> dict[tuple[str, int], float]:
-    """Median seconds of each (role, cut) training step alone, on a fixed batch."""
-    import jax
-    import jax.numpy as jnp
+class BareSteps:
+    """The round's jitted training steps alone, without the rest of the round.
 
-    from comdml_jax.models import split
-    from comdml_jax.train import steps
+    ``program="engine"``: the engine's own per-batch programs (gather, augment
+    and step, the very executables the rounds run; no new compilation), from
+    the engine's starting state of agent 0, on agent 0's first batch indices.
+    ``program="plain"``: the bare :class:`StepCache` steps (a fresh cache with
+    the engine's compiler options) on one fixed float batch, from a fresh
+    state. :meth:`run` replays a round's work: for each (role, cut), the step
+    called as many times as the round trained batches of it, back to back
+    (dispatched asynchronously, as the engine's loop does), from a fresh state.
+    """
 
-    model, tx, b = exp.model, exp.engine.tx, exp.config.train.batch_size
-    cache = steps.StepCache(model, tx)
-    params, stats = model.init(jax.random.key(0))
-    aux = split.init_all_aux(model, jax.random.key(2))
-    x = jax.random.normal(jax.random.key(3), (b, 32, 32, 3))
-    y = jnp.arange(b, dtype=jnp.int32) % 10
-    fresh = lambda t: jax.tree.map(jnp.copy, t)
-    out = {}
-    for role, cut in sorted(roles):
-        if role == "full":
-            box = [steps.init_state(fresh(params), fresh(stats), tx)]
+    def __init__(self, exp, state, roles: set[tuple[str, int]], program: str):
+        import jax
+        import jax.numpy as jnp
+
+        from comdml_jax import experiment
+        from comdml_jax.models import split
+        from comdml_jax.train import steps
+        from comdml_jax.train.engine import StartModels
+
+        eng, b = exp.engine, exp.config.train.batch_size
+        self.program = program
+        self.templates, self.fns = {}, {}
+        if program == "engine":
+            plan = exp.method.plan(experiment.round_context(exp, int(state.round)), state.method)
+            start = exp.method.start(state.method, plan)
+            start = StartModels(jax.device_put(start.model, eng.home), start.per_agent)
+            lr = jnp.float32(exp.config.optim.lr)
+            self.args = (eng.data.x, eng.data.y, np.asarray(exp.parts[0][:b], np.int32))
+            for role, cut in sorted(roles):
+                self.templates[(role, cut)] = eng._agent_start(start, 0, lr, role, cut)
+                self.fns[(role, cut)] = eng._loop_step(role, cut)
         else:
-            sp, fp = split.split_tree(model, fresh(params), cut)
-            ss, fs = split.split_tree(model, fresh(stats), cut)
-            sp = {**sp, split.AUX: fresh(aux[split.aux_key(cut)])}
-            box = [(steps.init_state(sp, ss, tx), steps.init_state(fp, fs, tx))]
-        fn = cache.get(role, cut)
+            cache = steps.StepCache(exp.model, eng.tx, xla_options=eng.steps.xla_options)
+            params, stats = exp.model.init(jax.random.key(0))
+            aux = split.init_all_aux(exp.model, jax.random.key(2))
+            x = jax.random.normal(jax.random.key(3), (b, 32, 32, 3))
+            self.args = (x, jnp.arange(b, dtype=jnp.int32) % 10)
+            for role, cut in sorted(roles):
+                if role == "full":
+                    st = steps.init_state(params, stats, eng.tx)
+                else:
+                    sp, fp = split.split_tree(exp.model, params, cut)
+                    ss, fs = split.split_tree(exp.model, stats, cut)
+                    sp = {**sp, split.AUX: aux[split.aux_key(cut)]}
+                    st = (steps.init_state(sp, ss, eng.tx), steps.init_state(fp, fs, eng.tx))
+                self.templates[(role, cut)] = st
+                self.fns[(role, cut)] = cache.get(role, cut)
+        self.run(dict.fromkeys(self.templates, 2))  # compile (plain) and warm up
 
-        def call(fn=fn, box=box):
-            box[0], loss = fn(box[0], x, y)
-            jax.block_until_ready(loss)
+    def run(self, counts: dict[tuple[str, int], int]) -> float:
+        """Wall seconds of ``counts[(role, cut)]`` steps of each (role, cut)."""
+        import jax
+        import jax.numpy as jnp
 
-        out[(role, cut)] = float(np.median(time_calls(call, warmup=2, repeats=5)))
-    return out
+        total = 0.0
+        for key, n in sorted(counts.items()):
+            state = jax.block_until_ready(jax.tree.map(jnp.copy, self.templates[key]))
+            fn, loss = self.fns[key], None
+            t0 = time.perf_counter()
+            for i in range(n):
+                if self.program == "engine":
+                    rab = np.array([0, 0, i], np.int32)
+                    state, loss = fn(state, *self.args, rab)
+                else:
+                    state, loss = fn(state, *self.args)
+            jax.block_until_ready((state, loss))
+            total += time.perf_counter() - t0
+        return total
 
 
 def round_batches(exp, plan) -> dict[tuple[str, int], int]:
@@ -173,7 +215,13 @@ def main():
     p.add_argument("--eval-agents-subset", type=int, default=200)
     p.add_argument("--methods", default="comdml,allreduce,fedavg,gossip,braintorrent")
     p.add_argument("--backends", default="loop")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="trials per method")
+    p.add_argument(
+        "--rounds-per-trial",
+        type=int,
+        default=0,
+        help="rounds per trial (0: --eval-agents-every, so per-agent evaluation is amortised)",
+    )
     args = p.parse_args()
 
     from comdml_jax.host_memory import reexec_with_tunables
@@ -193,38 +241,59 @@ def main():
                     exp = make_experiment(args, method, k, per_agent, backend, wd)
                     state = experiment.initial_state(exp)
                     state, _ = experiment.run_round(exp, state)  # compiles every program
-                    n_rounds = max(1, args.eval_agents_every if exp.method.per_agent else 1)
+                    n_rounds = args.rounds_per_trial or max(1, args.eval_agents_every)
                     ctx = experiment.round_context(exp, int(state.round))
                     roles = set(round_batches(exp, exp.method.plan(ctx, state.method)))
                     roles |= {("full", 0)}
-                    rounds_t, bare_t, ratios = [], [], []
-                    for _ in range(args.repeats):
-                        bare = bare_step_seconds(exp, roles)
-                        t0 = time.perf_counter()
+                    traces = dict(exp.engine.traces)
+                    bare = {p: BareSteps(exp, state, roles, p) for p in ("engine", "plain")}
+                    clocks = ["round", "engine", "plain"]
+                    per_trial = {c: [] for c in clocks}
+                    for trial in range(args.repeats):
+                        spent = dict.fromkeys(clocks, 0.0)
                         trained_batches = {}
-                        for _ in range(n_rounds):
+                        for i in range(n_rounds):
                             ctx = experiment.round_context(exp, int(state.round))
-                            plan = exp.method.plan(ctx, state.method)
-                            for key, n in round_batches(exp, plan).items():
+                            counts = round_batches(exp, exp.method.plan(ctx, state.method))
+                            for key, n in counts.items():
                                 trained_batches[key] = trained_batches.get(key, 0) + n
-                            state, _ = experiment.run_round(exp, state)
-                        jax.block_until_ready(state.method)
-                        elapsed = time.perf_counter() - t0
-                        base = sum(bare[key] * n for key, n in trained_batches.items())
-                        rounds_t.append(elapsed / n_rounds)
-                        bare_t.append(base / n_rounds)
-                        ratios.append(elapsed / base)
+                            # Each round beside its own bare steps, the order rotating from
+                            # round to round, so the machine's drift hits all three alike.
+                            j = (trial * n_rounds + i) % 3
+                            for clock in clocks[j:] + clocks[:j]:
+                                if clock == "round":
+                                    t0 = time.perf_counter()
+                                    state, _ = experiment.run_round(exp, state)
+                                    jax.block_until_ready(state.method)
+                                    spent["round"] += time.perf_counter() - t0
+                                else:
+                                    spent[clock] += bare[clock].run(counts)
+                        for c in clocks:
+                            per_trial[c].append(spent[c] / n_rounds)
+                    if exp.engine.traces != traces:
+                        raise RuntimeError(f"the timed rounds re-traced: {exp.engine.traces}")
                     samples = sum(trained_batches.values()) * args.batch / n_rounds
                     parts = breakdown(exp, state)
-                rows.append((k, method, backend, samples, rounds_t, bare_t, ratios, parts))
-                r, b = float(np.median(rounds_t)), float(np.median(bare_t))
+                med = {c: float(np.median(v)) for c, v in per_trial.items()}
+                t = {c: np.asarray(v) for c, v in per_trial.items()}
+                overheads = {
+                    "round vs its steps alone": t["round"] / t["engine"],
+                    "round vs plain steps": t["round"] / t["plain"],
+                    "engine step vs plain step": t["engine"] / t["plain"],
+                }
+                rows.append((k, method, backend, samples, med, overheads, parts))
                 print(
-                    f"K={k:5d} {method:13s} {backend:5s}: round {r:8.2f} s "
-                    f"({samples / r:8.1f} samples/s), bare steps {b:8.2f} s "
-                    f"({samples / b:8.1f} samples/s), overhead {r / b - 1:+.1%} "
-                    f"(per trial {min(ratios) - 1:+.1%}..{max(ratios) - 1:+.1%})",
+                    f"K={k:5d} {method:13s} {backend:5s}: round {med['round']:8.2f} s "
+                    f"({samples / med['round']:8.1f} samples/s), its steps alone "
+                    f"{med['engine']:8.2f} s ({samples / med['engine']:8.1f} samples/s), plain "
+                    f"steps {med['plain']:8.2f} s ({samples / med['plain']:8.1f} samples/s)",
                     flush=True,
                 )
+                for name, v in overheads.items():
+                    print(
+                        f"      {name}: {np.median(v) - 1:+.1%} "
+                        f"(per trial {v.min() - 1:+.1%}..{v.max() - 1:+.1%})"
+                    )
                 print("      one round: " + ", ".join(f"{n} {v:.3f} s" for n, v in parts.items()))
     print(
         f"\nmodel {args.model}, batch {args.batch}, test set {args.test} images, per-agent "

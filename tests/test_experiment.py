@@ -251,6 +251,27 @@ def test_final_round_evaluation_does_not_feed_the_plateau_schedule(equal_speed):
     chex.assert_trees_all_equal(short.method, long.method)
 
 
+def test_jitted_plateau_update_follows_optax_eagerly():
+    """The round's jitted plateau step equals optax's own update, value by value.
+
+    The values plateau, then improve, so the scale is cut (patience 2, factor
+    0.5) and the counters reset; the jitted state must match at every step.
+    """
+    config = smoke.get_config()
+    config.optim.update(plateau_factor=0.5, plateau_patience=2, min_lr=config.optim.lr / 8)
+    eager = experiment.plateau_schedule(config)
+    jitted = experiment.plateau_update(config)
+    a = b = eager.init({})
+    scales = []
+    for v in (0.9, 0.8, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7):
+        _, a = eager.update({}, a, value=np.float32(v))
+        b = jitted(b, np.float32(v))
+        chex.assert_trees_all_equal(a, b)
+        scales.append(float(b.scale))
+    assert scales[0] == 1.0 and scales[-1] == 0.125  # cut three times, floored at min_lr / lr
+    assert experiment.plateau_update(config) is jitted  # compiled once per schedule
+
+
 # ------------------------------------------------------------------ determinism and resume
 
 
