@@ -13,13 +13,16 @@ the per-agent evaluation every ``--eval-agents-every`` rounds. After a
 warm-up round that compiles everything, each trial times
 ``--rounds-per-trial`` rounds (default ``--eval-agents-every``, so the
 per-agent evaluation is amortised, for every method alike). Each round is
-timed beside its bare steps: the same jitted training steps, without the
-engine, called as many times per (role, cut) as that round trained batches,
-on a fixed batch from a fresh state (:class:`BareSteps`). Round and bare
-replay alternate in order from round to round, so the machine's drift hits
-both alike. The median over ``--repeats`` trials and the per-trial range of
-the ratio are printed, with the machine and a breakdown of one round
-(training, merge, evaluation, the rest).
+timed beside two replays of exactly the steps it trained, as many calls per
+(role, cut) as its plan trained batches (:class:`BareSteps`): the engine's
+own compiled per-batch programs alone (the benchmark fails if the timed
+rounds re-trace any of them) and plain ``StepCache`` steps on a fixed batch.
+The order of the three rotates from round to round, so the machine's drift
+hits all alike. Printed per method: round vs its steps alone (what the round
+adds: plan, price, batches, starts, merge, evaluation), round vs plain steps,
+and engine step vs plain step (what gathering and augmenting inside the step
+costs), each the median over ``--repeats`` trials with the per-trial range;
+then a breakdown of one round, and the machine.
 """
 
 from __future__ import annotations
@@ -232,7 +235,6 @@ def main():
     from comdml_jax import experiment
 
     print(f"machine: {json.dumps(machine())}")
-    rows = []
     for k in (int(a) for a in args.agents.split(",")):
         per_agent = args.total_samples // k if args.total_samples else args.samples
         for backend in args.backends.split(","):
@@ -281,7 +283,6 @@ def main():
                     "round vs plain steps": t["round"] / t["plain"],
                     "engine step vs plain step": t["engine"] / t["plain"],
                 }
-                rows.append((k, method, backend, samples, med, overheads, parts))
                 print(
                     f"K={k:5d} {method:13s} {backend:5s}: round {med['round']:8.2f} s "
                     f"({samples / med['round']:8.1f} samples/s), its steps alone "
