@@ -111,6 +111,7 @@ def test_every_released_update_is_within_the_clip(world, mechanism, ord_):
             np.testing.assert_allclose(np.asarray(b), want, rtol=1e-5, atol=2e-7)
 
 
+@pytest.mark.slow  # 49 s; tests/test_privacy_dp.py::test_local_noise_is_keyed_per_agent stays fast
 def test_local_noise_is_fresh_per_agent_and_keyed_by_round(world):
     trained = _train(world)
     spec = DpSpec("gaussian", "local", clip_norm=1.0, noise_multiplier=1.0)
@@ -184,6 +185,7 @@ def test_rounds_report_the_epsilon_dp_accounting_gives(cifar10_dir, tmp_path):
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.method))
 
 
+@pytest.mark.slow  # 32 s; test_zero_noise_and_infinite_clip_change_nothing_bit_for_bit stays fast
 def test_dp_off_and_dp_at_zero_noise_give_identical_rounds(cifar10_dir, tmp_path):
     plain = experiment.build(smoke_config(cifar10_dir, rounds=2), tmp_path / "a")
     zero = experiment.build(
