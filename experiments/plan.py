@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 
 import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
+from comdml_jax import launch
 from comdml_jax.data.datasets import dataset_from_config
 from comdml_jax.data.partition import partition_for_run
-from comdml_jax.system import RoundPlan, SplitProfile, build_system
+from comdml_jax.system import RoundPlan, SplitProfile
 from comdml_jax.system.timing import alone_s
 from comdml_jax.system.world import RoundState, System
 
@@ -224,9 +226,19 @@ def format_round(rec: dict, max_agents: int) -> str:
 
 def main(argv):
     del argv
+    from comdml_jax.config_check import validate_config
+
     config = _CONFIG.value
-    system = build_system(config)
-    batches, num_classes = run_batches(config)
+    if _ROUNDS.value < 1:
+        launch.fail(f"--rounds={_ROUNDS.value} is invalid: plan at least one round")
+    if _PROFILE_JSON.value and not os.path.isfile(_PROFILE_JSON.value):
+        launch.fail(
+            f"--profile_json={_PROFILE_JSON.value}: no such file; give the output of "
+            "comdml-profile --json, or leave it empty to compile the model"
+        )
+    with launch.refusals():  # experiments.run's config checks and one-line refusals
+        system = validate_config(config)  # the System it checked
+        batches, num_classes = run_batches(config)
     profile = load_profile(config, _PROFILE_JSON.value, num_classes)
     sweep = bool(config.system.get("sweep_cuts", False))
     for r in range(_ROUNDS.value):
@@ -239,4 +251,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=launch.parse_flags)
