@@ -347,6 +347,15 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
             f"(agents {list(agents)}) produced a non-finite {what}; lower optim.lr, or set "
             f"--config.train.on_nonfinite=skip to drop such a group's update. {_KEPT}"
         )
+    if trained.skipped and not trained.order:
+        # on_nonfinite=skip, and every group of the round diverged: nothing is left to merge,
+        # and a run that went on would skip every later round too and still exit 0.
+        raise NonFiniteRunError(
+            f"method {cfg.method}, round {r + 1}: every group of the round produced a "
+            f"non-finite loss or model ({len(trained.skipped)} of {len(trained.skipped)} "
+            "skipped, train.on_nonfinite=skip), so nothing is left to merge; lower optim.lr. "
+            f"{_KEPT}"
+        )
     mstate, merge_info = exp.method.merge(
         state.method, start, trained, plan, ctx, jax.random.fold_in(rng.stream(ctx.seed, "mix"), r)
     )
