@@ -353,8 +353,8 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         raise NonFiniteRunError(
             f"method {cfg.method}, round {r + 1}: every group of the round produced a "
             f"non-finite loss or model ({len(trained.skipped)} of {len(trained.skipped)} "
-            "skipped, train.on_nonfinite=skip), so nothing is left to merge; lower optim.lr. "
-            f"{_KEPT}"
+            "skipped, train.on_nonfinite=skip), so nothing is left to merge; lower optim.lr "
+            f"(a run with another lr starts over: --fresh or another --workdir). {_KEPT}"
         )
     mstate, merge_info = exp.method.merge(
         state.method, start, trained, plan, ctx, jax.random.fold_in(rng.stream(ctx.seed, "mix"), r)
