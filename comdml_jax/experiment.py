@@ -52,6 +52,7 @@ from comdml_jax.data.partition import (
     plot_partition,
 )
 from comdml_jax.methods import RoundContext, get_method
+from comdml_jax.methods.base import split_warning
 from comdml_jax.models import split
 from comdml_jax.models.resnet import build_model
 from comdml_jax.privacy.accounting import Accountant, accountant_from_config, epsilon_metrics
@@ -266,7 +267,7 @@ def round_context(exp: Experiment, round_: int) -> RoundContext:
         round=round_,
         seed=int(cfg.seed),
         system=exp.system,
-        env=exp.system.round_state(round_),
+        env=exp.system.round_state(round_, exp.method.take_part),
         num_batches=exp.charged_batches,
         num_samples=exp.num_samples,
         profile=exp.profile,
@@ -412,6 +413,9 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         **epsilon_metrics(exp.accountant, dp_rounds),
         "wall_time_s": wall,
     }
+    sat_out = ctx.env.sat_out
+    if sat_out.any():  # sampled and connected, but left out by the method's rule (SPEC §7)
+        record["sat_out"] = np.flatnonzero(sat_out).tolist()
     if int(part.sum()) == 1:
         record["note"] = "one participant: it trained alone and nothing was exchanged"
     if trained.skipped:
@@ -565,6 +569,9 @@ def run(
         run_dir.prepare(config, workdir, fresh=fresh)
     exp = build(config, workdir)
     if main:
+        warning = split_warning(exp.system.topology, exp.method)
+        if warning:
+            logging.warning("%s", warning)
         workdir.mkdir(parents=True, exist_ok=True)
         write_json(workdir / "config.json", config.to_dict())
         counts = class_counts(exp.parts, np.asarray(exp.engine.data.y), exp.model.num_classes)
