@@ -43,7 +43,7 @@ from flax import serialization
 from comdml_jax import distributed, rng, run_dir
 from comdml_jax.checkpoint import Checkpointer
 from comdml_jax.config_check import check_partition, validate_config
-from comdml_jax.data.agents import make_epoch_batches
+from comdml_jax.data.agents import charged_batches, make_epoch_batches
 from comdml_jax.data.datasets import Dataset, dataset_from_config
 from comdml_jax.data.partition import (
     class_counts,
@@ -155,7 +155,7 @@ class Experiment:
     def charged_batches(self) -> np.ndarray:
         """[K] Ñ_i = E · N_i / B, the batches the timing model charges (module docstring)."""
         t = self.config.train
-        return t.local_epochs * self.num_samples / t.batch_size
+        return charged_batches(self.num_samples, t.batch_size, t.local_epochs)
 
 
 def build(

@@ -3,13 +3,17 @@
 SPEC §7: AllReduce and ComDML run in the largest connected component of the
 sampled, connected agents P; FedAvg reaches its server whatever the peer
 topology; Gossip and BrainTorrent let every agent of P train, and exchange only
-between agents of P. Every expected number below is computed by hand from the SPEC
+between agents of P. The run and the plan CLI charge Ñ_i = E · N_i / B
+(SPEC §1). Every expected number below is computed by hand from the SPEC
 formulas and the config's profiles: t_ref from the Table I calibration, b the
 tiny model's bytes, ν^1 its cut-1 activations (both read off the split profile).
 """
 
 import json
 import logging
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +30,7 @@ from comdml_jax.train import profile as profile_lib
 from comdml_jax.train.engine import AgentModels, ModelVars
 from configs import smoke
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALPHA = 1e-3  # configs/default.py: system.latency_s
 
 
@@ -141,6 +146,66 @@ def test_braintorrent_pulls_only_from_participants(tiny):
     assert timing.exchange_time_s == pytest.approx(0.050, abs=0.0006)
     tau = [25 / 20 * t_ref_table1(tiny) / system.profiles_at(2)[0][i] for i in part]
     assert timing.round_time_s == pytest.approx(max(tau) + pull, rel=1e-12)
+
+
+# ------------------------------------------------------------------ item 3: plan = run
+
+
+def test_the_plan_cli_prices_round_0_as_a_training_run_does(cifar10_dir, tmp_path, tiny):
+    """A Dirichlet split (uneven N_i, not multiples of B), 2 local epochs, ComDML."""
+    over = {
+        "data.partition": "dirichlet",
+        "data.alpha": 0.3,
+        "train.local_epochs": 2,
+    }
+    c = smoke.get_config()
+    c.data.data_dir = cifar10_dir
+    c.rounds = 1
+    c.checkpoint_every = 0
+    c.plots = False
+    c.update_from_flattened_dict(over)
+    experiment.run(c, tmp_path / "run")
+    (rec,) = records(tmp_path / "run")
+    sizes = json.loads((tmp_path / "run" / "partition.json").read_text())["class_counts"]
+    sizes = [sum(row) for row in sizes]
+    assert len(set(sizes)) > 1 and any(n % 20 for n in sizes)
+    path = tmp_path / "profile.json"
+    path.write_text(tiny.to_json())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.plan",
+            "--config=configs/smoke.py",
+            f"--config.data.data_dir={cifar10_dir}",
+            *[f"--config.{k}={v}" for k, v in over.items()],
+            "--json",
+            f"--profile_json={path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (planned,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert planned["round_time_s"] == pytest.approx(rec["round_time_s"], rel=1e-12)
+    assert planned["alone_round_time_s"] == pytest.approx(rec["alone_round_time_s"], rel=1e-12)
+    assert [p[:3] for p in planned["pairs"]] == rec["pairs"]
+    # By hand: Ñ_i = 2 N_i / 20 (not 2 ⌈N_i / 20⌉); alone τ̂_i = Ñ_i t_ref / cpu_i.
+    nb = [2 * n / 20 for n in sizes]
+    assert planned["agents"]["num_batches"] == pytest.approx(nb, rel=1e-12)
+    t_ref = t_ref_table1(tiny)
+    cpu = (4.0, 2.0, 1.0, 0.5, 0.2)
+    alone = [n * t_ref / s for n, s in zip(nb, cpu, strict=True)]
+    # SPEC §5 halving/doubling over K = 5 (p = 4, r = 1) at β = 10 Mbps, X = 8b / (10 · 1e6):
+    # 2 log2(4) α + 2 (3/4) X + 2 α + 2 X
+    x = tiny.model_bytes * 8 / 10e6
+    allreduce = 2 * 2 * ALPHA + 2 * 0.75 * x + 2 * ALPHA + 2 * x
+    assert rec["allreduce_time_s"] == pytest.approx(allreduce, rel=1e-12)
+    assert rec["alone_round_time_s"] == pytest.approx(max(alone) + allreduce, rel=1e-9)
+    # agent 2 (1 CPU) trains alone and its τ binds: the pairs finish sooner
+    assert 2 not in {a for p in rec["pairs"] for a in p[:2]}
+    assert rec["round_time_s"] == pytest.approx(alone[2] + allreduce, rel=1e-9)
 
 
 # ------------------------------------------------------------------ item 8: the start-up warning
