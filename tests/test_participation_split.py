@@ -220,8 +220,14 @@ def test_a_split_topology_is_reported_with_what_the_method_does(name):
     assert "[[0, 1], [2, 3], [4]]" in msg and "isolated agents (no link): [4]" in msg
     if name in ("allreduce", "comdml"):
         assert "largest connected component" in msg
-        assert "sit out every round, even when all connected: [2, 3, 4]" in msg
+        assert "With every agent sampled and connected, these sit out: [2, 3, 4]" in msg
     else:
         assert "No agent sits out" in msg
     assert split_warning(make_topology("full", 5), get_method(name)) is None
     assert split_warning(make_topology("ring", 5), get_method(name)) is None
+
+
+def test_the_warning_stays_short_for_many_agents():
+    top = make_topology("random", 10_000, p=1e-4, seed=0)
+    msg = split_warning(top, get_method("allreduce"))
+    assert len(msg) < 2000 and "more" in msg and "agents from" in msg

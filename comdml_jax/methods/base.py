@@ -145,15 +145,24 @@ def topology_components(topology: Topology) -> list[list[int]]:
     if topology.complete:
         return [list(range(k))]
     labels = components(link_capacities(topology, np.ones(k)), np.ones(k, bool))
-    return [np.flatnonzero(labels == c).tolist() for c in np.unique(labels)]
+    order = np.argsort(labels, kind="stable")  # each group's agents ascending
+    starts = np.flatnonzero(np.diff(labels[order], prepend=-1))
+    return [g.tolist() for g in np.split(order, starts[1:])]
+
+
+def _few(agents: list[int], limit: int = 40) -> str:
+    """A list of agents, or its first ``limit`` and how many more."""
+    if len(agents) <= limit:
+        return str(agents)
+    return f"{agents[:limit]} and {len(agents) - limit} more"
 
 
 def split_warning(topology: Topology, method: Method) -> str | None:
     """What the method does with the agents a split topology leaves apart; None if none.
 
     The topology's own groups (every agent connected); with every agent
-    sampled and connected, the method's rule names the agents that would sit
-    out every round (SPEC §7).
+    sampled and connected, the method's rule names the agents that sit out
+    (SPEC §7). Long lists are cut short, so the line stays readable at K = 10,000.
 
     Args:
       topology: the run's topology.
@@ -169,16 +178,19 @@ def split_warning(topology: Topology, method: Method) -> str | None:
     links = link_capacities(topology, np.ones(k))
     out = np.flatnonzero(~method.take_part(links, np.ones(k, bool))).tolist()
     alone = [g[0] for g in groups if len(g) == 1]
-    shown = groups if len(groups) <= 20 else [*groups[:20], ["..."]]
+    shown = ", ".join(
+        str(g) if len(g) <= 12 else f"[{len(g)} agents from {g[0]}]" for g in groups[:20]
+    )
+    more = f" and {len(groups) - 20} more" if len(groups) > 20 else ""
     text = (
         f"the {topology.kind} topology splits the {k} agents into {len(groups)} groups that "
-        f"cannot reach each other: {shown}"
+        f"cannot reach each other: [{shown}]{more}"
     )
     if alone:
-        text += f"; isolated agents (no link): {alone if len(alone) <= 40 else len(alone)}"
+        text += f"; isolated agents (no link): {_few(alone)}"
     text += f". {method.name}: {method.on_split}. "
     if out:
-        text += f"Agents that sit out every round, even when all connected: {out}."
+        text += f"With every agent sampled and connected, these sit out: {_few(out)}."
     else:
         text += "No agent sits out."
     return text
