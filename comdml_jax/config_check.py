@@ -19,7 +19,9 @@ Checks that need no data:
   - aggregation (:func:`check_aggregation`), by the rule below.
 
 Aggregation rule. A round aggregates when at least two participants (sampled,
-bw > 0, in one routing component: ``System.round_state``) take part. The
+bw > 0, in one routing component: the rule of the AllReduce methods,
+``world.main_component``; FedAvg, Gossip and BrainTorrent train every sampled,
+connected agent, SPEC §7) take part. The
 profiles, and so the links, only change at round 0, at the dynamics rounds
 and at the trace's rounds; between two such rounds every round has the same
 agents with bw > 0 and the same routing components, and only the
