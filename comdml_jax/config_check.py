@@ -33,7 +33,9 @@ can ever aggregate, whatever the draw:
   - in every profile segment of rounds 0..rounds-1 at most one agent has bw > 0
     (the bandwidth field is named), or no routing component holds two agents
     with bw > 0 (the topology field is named: e.g. a random topology with
-    p = 0, or an edge list without an edge between two connected agents).
+    p = 0, or an edge list without an edge between two connected agents),
+    except for FedAvg, whose agents reach the server whatever the peer
+    topology (SPEC §7).
 A config where only some segments cannot aggregate (say, rounds before a
 dynamics redraw) is **warned** about: those rounds are empty, which the round
 loop handles and records at run time, like rounds whose participation draw
@@ -571,6 +573,10 @@ def check_aggregation(config: ml_collections.ConfigDict, system) -> None:
             f"(bandwidth > 0) in {span}, so no two agents can ever aggregate; give at least "
             "two agents a bandwidth > 0",
         )
+    from comdml_jax.catalog import METHODS
+
+    if METHODS[str(config.method)].exchange == "server":
+        return  # FedAvg reaches its server whatever the peer topology (SPEC §7)
     if max(grouped) < 2:
         field, value, fix = _topology_field(config)
         _require(

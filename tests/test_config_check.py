@@ -351,6 +351,21 @@ def test_a_ring_with_alternate_agents_disconnected_cannot_aggregate():
     validate_config(c)
 
 
+def test_fedavg_needs_no_peer_links_but_the_peer_methods_do():
+    # p = 0: no agent is linked to another. FedAvg's agents reach the server
+    # whatever the peer topology (SPEC §7), so it runs with all 5 taking part;
+    # the methods that exchange with peers are refused.
+    from comdml_jax.methods import get_method
+
+    over = {"system.topology.kind": "random", "system.topology.p": 0.0}
+    system = validate_config(smoke_config(method="fedavg", **over))
+    state = system.round_state(0, get_method("fedavg").take_part)
+    assert state.participants.tolist() == [True] * K
+    for method in ("allreduce", "comdml", "gossip", "braintorrent"):
+        with pytest.raises(ConfigError, match="no two agents with bandwidth > 0 are linked"):
+            validate_config(smoke_config(method=method, **over))
+
+
 # ------------------------------------------------------------------ paths
 
 
