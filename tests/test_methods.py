@@ -1,6 +1,6 @@
 """Every method of the paper on one engine: plans, prices and merges (issue 15).
 
-Times are checked against values computed by hand from SPEC §7's formulas on
+Times are checked against values computed by hand from the formulas of docs/timing_model.md on
 a 3-agent world; merges against hand-traced averages of stand-in models whose
 "training" is known; whole rounds against each other through ``run_round``.
 """

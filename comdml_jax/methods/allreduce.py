@@ -1,4 +1,4 @@
-"""Decentralised AllReduce training (SPEC §7): everyone trains the full model alone.
+"""Decentralised AllReduce training (docs/timing_model.md): everyone trains the full model alone.
 
 Time formula, with P the round's participants:
   τ_i = Ñ_i · t_ref / s_i (eq. (4) without offloading),

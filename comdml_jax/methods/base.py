@@ -68,7 +68,7 @@ class RoundContext:
 
 
 class Method(Protocol):
-    """A training method under the common timing model (SPEC §7)."""
+    """A training method under the common timing model (docs/timing_model.md)."""
 
     name: str
     per_agent: bool  # whether agents keep their own models across rounds

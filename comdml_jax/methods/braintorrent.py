@@ -1,4 +1,4 @@
-"""BrainTorrent (Roy et al. 2019), SPEC §7.
+"""BrainTorrent (Roy et al. 2019), docs/timing_model.md.
 
 Every agent keeps its own model and a version counter, bumped each time it
 trains; every agent also remembers, for each other agent, the version it last

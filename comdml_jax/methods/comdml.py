@@ -1,7 +1,7 @@
 """ComDML (paper Sec. IV): pair slow agents with faster ones, then AllReduce.
 
 Plan: the configured scheduler, Algorithm 1's greedy pairing by default
-(``system.scheduler``). Time formula (eq. (4), SPEC §5), with P the round's
+(``system.scheduler``). Time formula (eq. (4), docs/timing_model.md), with P the round's
 participants:
   alone:             τ_i = Ñ_i t_ref / s_i,
   slow i at cut m:   τ_i = Ñ_i T_s^m t_ref / s_i,

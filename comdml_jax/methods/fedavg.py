@@ -1,4 +1,4 @@
-"""FedAvg (McMahan et al. 2017) with a server under the common timing model (SPEC §7).
+"""FedAvg (McMahan et al. 2017) with a server under the common timing model (docs/timing_model.md).
 
 A server (not a peer) with its own link of S Mbps (``system.server_bandwidth_mbps``,
 default 1,000) is reached directly by every agent, whatever the peer topology.

@@ -1,4 +1,4 @@
-"""Gossip Learning (Ormándi et al.; Hegedűs et al. 2019), SPEC §7.
+"""Gossip Learning (Ormándi et al.; Hegedűs et al. 2019), docs/timing_model.md.
 
 Every agent keeps its own model across rounds.
 

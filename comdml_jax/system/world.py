@@ -1,4 +1,4 @@
-"""The simulated world of a run, built once from the config (SPEC §5–6).
+"""The simulated world of a run, built once from the config (docs/timing_model.md).
 
 The engine's per-round use::
 
