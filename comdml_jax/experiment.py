@@ -643,12 +643,12 @@ def run(
             wall_time_s=np.asarray(float(state.wall_time_s) + startup),
             startup_s=np.asarray(float(state.startup_s) + startup),
         )
-    if main:
-        logging.info(
-            "start-up %.1f s (imports, data, model, split profile); %s next",
-            startup,
-            round_label(int(state.round), config.rounds),
-        )
+        if main:
+            logging.info(
+                "start-up %.1f s (imports, data, model, split profile); %s next",
+                startup,
+                round_label(int(state.round), config.rounds),
+            )
     bars = RunProgress(config.rounds, int(state.round), show and main)
     records = []
     try:
