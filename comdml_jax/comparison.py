@@ -35,9 +35,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from comdml_jax import distributed
+from comdml_jax import catalog
+from comdml_jax.config_check import ConfigError
 from comdml_jax.report import comparison as report_lib
-from comdml_jax.report import plots
 from comdml_jax.report.writers import JsonlWriter, to_jsonable, write_json
 
 # Config fields that may differ between a stored run and a rerun of the comparison:
@@ -55,39 +55,49 @@ def validate_methods(methods: Sequence[str]) -> list[str]:
       The names, in order.
 
     Raises:
-      ValueError: an unknown or repeated name, or none at all; the message names
+      ConfigError: an unknown or repeated name, or none at all; the message names
         the flag, the bad value and the registered methods.
     """
-    from comdml_jax.methods import METHODS
+    METHODS = catalog.METHODS  # the registry's names, without importing JAX
 
     methods = list(methods)
     if not methods:
-        raise ValueError(f"--methods is empty: name one or more of {','.join(sorted(METHODS))}")
+        raise ConfigError(f"--methods is empty: name one or more of {','.join(sorted(METHODS))}")
     for m in methods:
         if m not in METHODS:
-            raise ValueError(
+            raise ConfigError(
                 f"--methods={','.join(methods)}: method {m!r} is unknown; "
                 f"choose from {','.join(sorted(METHODS))}"
             )
     dup = sorted({m for m in methods if methods.count(m) > 1})
     if dup:
-        raise ValueError(f"--methods={','.join(methods)} names {dup} twice: name each once")
+        raise ConfigError(f"--methods={','.join(methods)} names {dup} twice: name each once")
     return methods
 
 
 def all_methods() -> list[str]:
     """Every registered method, the reference (ComDML) first, then by name."""
-    from comdml_jax.methods import METHODS
+    METHODS = catalog.METHODS
 
     ref = report_lib.REFERENCE
     return ([ref] if ref in METHODS else []) + sorted(m for m in METHODS if m != ref)
 
 
 def validate_seeds(seeds: Sequence[int]) -> list[int]:
-    """Checks ``--seeds``: distinct non-negative integers, at least one."""
-    seeds = [int(s) for s in seeds]
+    """Checks ``--seeds``: distinct non-negative integers, at least one.
+
+    Raises:
+      ConfigError: naming ``--seeds`` and the fix.
+    """
+    try:
+        seeds = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"--seeds={','.join(map(str, seeds))} is invalid: use distinct non-negative "
+            "integers, e.g. --seeds=0,1,2"
+        ) from None
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ValueError(
+        raise ConfigError(
             f"--seeds={','.join(map(str, seeds))} is invalid: use distinct non-negative "
             "integers, e.g. --seeds=0,1,2"
         )
@@ -134,14 +144,16 @@ def is_finished(folder: Path, config: ml_collections.ConfigDict) -> bool:
     """Whether the run in ``folder`` is done: its summary reports ``config.rounds`` rounds.
 
     Raises:
-      ValueError: the folder holds a run of a different config (it would not
+      WorkdirError: the folder holds a run of a different config (it would not
         be comparable) or of more rounds; the message names the fields and the way out.
     """
+    from comdml_jax.run_dir import WorkdirError
+
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
         diff = config_differences(json.loads(cfg_path.read_text()), config)
         if diff:
-            raise ValueError(
+            raise WorkdirError(
                 f"{folder} holds a run of a different config (fields {', '.join(diff)} differ); "
                 "use another --workdir, or delete that folder to run it again"
             )
@@ -150,7 +162,7 @@ def is_finished(folder: Path, config: ml_collections.ConfigDict) -> bool:
         return False
     done = int(json.loads(summary.read_text())["rounds"])
     if done > int(config.rounds):
-        raise ValueError(
+        raise WorkdirError(
             f"{folder} holds a run of {done} rounds, more than --config.rounds={config.rounds}: "
             f"use --config.rounds={done} or more, or another --workdir"
         )
@@ -249,9 +261,43 @@ def write_report(
         m: [JsonlWriter(run_dir(workdir, m, r["seed"]) / "metrics.jsonl").read() for r in rs]
         for m, rs in runs.items()
     }
+    from comdml_jax.report import plots
+
     plots.plot_accuracy_bands(curves, workdir / "accuracy_vs_time.png", config.target_accuracy)
     plots.plot_time_to_target(report, workdir / "time_to_target.png")
     return report
+
+
+def check_comparison(
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike[str],
+    methods: Sequence[str],
+    seeds: Sequence[int],
+) -> None:
+    """Every check a comparison's runs make, before any of them starts (no JAX).
+
+    ``--methods`` and ``--seeds``, then for each (method, seed) what
+    ``experiments.run`` checks (:func:`comdml_jax.run_dir.prepare`: the config,
+    the paths, and whether an earlier run in its folder may be resumed; the data
+    source, ``data.datasets.check_source``), and that a folder's earlier run is
+    of this comparison (:func:`is_finished`).
+
+    Raises:
+      ConfigError: the first bad flag, field or folder (a WorkdirError for a folder).
+      DatasetNotFoundError: the data set is missing and no download can fetch it.
+    """
+    from comdml_jax import run_dir as run_dir_lib
+    from comdml_jax.data.datasets import check_source
+
+    methods, seeds = validate_methods(methods), validate_seeds(seeds)
+    check_source(config.data)  # every run reads the same data
+    for s in seeds:
+        for m in methods:
+            cfg = run_config(config, m, s)
+            folder = run_dir(workdir, m, s)
+            run_dir_lib.validate_config(cfg)
+            if not is_finished(folder, cfg):
+                run_dir_lib.prepare(cfg, folder)
 
 
 def run_comparison(
@@ -276,15 +322,14 @@ def run_comparison(
     Returns:
       The report dict, as written to ``comparison.json``.
     """
-    from comdml_jax import experiment
-    from comdml_jax.config_check import validate_config
+    from comdml_jax import distributed, experiment
 
+    check_comparison(config, workdir, methods, seeds)
     methods, seeds = validate_methods(methods), validate_seeds(seeds)
     todo = []
     for s in seeds:  # seed-major: an interrupted comparison holds complete seeds
         for m in methods:
             cfg = run_config(config, m, s)
-            validate_config(cfg)  # every run's config before any run starts
             folder = run_dir(workdir, m, s)
             # Under jax.distributed process 0's folder decides, for every process.
             done = distributed.broadcast_tree(

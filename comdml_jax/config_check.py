@@ -19,7 +19,9 @@ Checks that need no data:
   - aggregation (:func:`check_aggregation`), by the rule below.
 
 Aggregation rule. A round aggregates when at least two participants (sampled,
-bw > 0, in one routing component: ``System.round_state``) take part. The
+bw > 0, in one routing component: the rule of the AllReduce methods,
+``world.main_component``; FedAvg, Gossip and BrainTorrent train every sampled,
+connected agent, docs/timing_model.md) take part. The
 profiles, and so the links, only change at round 0, at the dynamics rounds
 and at the trace's rounds; between two such rounds every round has the same
 agents with bw > 0 and the same routing components, and only the
@@ -89,14 +91,12 @@ def validate_config(config: ml_collections.ConfigDict):
       The :class:`comdml_jax.system.world.System` built while checking, so a
       caller need not build it again.
     """
-    # Registries are imported here so that this module stays cheap to import.
-    from comdml_jax.methods import METHODS
-    from comdml_jax.models.conv import IMPLS
-    from comdml_jax.models.norm import IMPLS as BN_IMPLS
-    from comdml_jax.models.resnet import MODELS
+    # The registries' names come from the JAX-free catalog, so that a bad config is
+    # refused before JAX loads; the system modules are NumPy only.
+    from comdml_jax.catalog import AGGREGATIONS as ALGORITHMS
+    from comdml_jax.catalog import BACKENDS, BN_IMPLS, METHODS, MODELS, ON_NONFINITE
+    from comdml_jax.catalog import CONV_IMPLS as IMPLS
     from comdml_jax.system.world import build_system
-    from comdml_jax.train.aggregate import ALGORITHMS
-    from comdml_jax.train.engine import BACKENDS, ON_NONFINITE
 
     c = config
     _require(_is_int(c.seed) and c.seed >= 0, "seed", c.seed, "use a non-negative integer")
@@ -166,6 +166,7 @@ def validate_config(config: ml_collections.ConfigDict):
         c.eval_every,
         "use an integer >= 1",
     )
+    _warn_eval_every(c)
     _require(
         _is_int(c.checkpoint_every) and c.checkpoint_every >= 0,
         "checkpoint_every",
@@ -190,6 +191,7 @@ def _check_privacy(c: ml_collections.ConfigDict, methods) -> None:
     from comdml_jax.privacy.config import PrivacySpec, validate_privacy
 
     validate_privacy(c)
+    _check_split_privacy(c, methods)
     dp = PrivacySpec.from_config(c).dp
     if dp.enabled and dp.placement == "central" and methods[c.method].per_agent:
         _require(
@@ -198,6 +200,37 @@ def _check_privacy(c: ml_collections.ConfigDict, methods) -> None:
             dp.placement,
             f"method {c.method} has no single aggregate to noise (its agents keep their own "
             "models); use placement='local'",
+        )
+
+
+def _check_split_privacy(c: ml_collections.ConfigDict, methods) -> None:
+    """``privacy.nopeek`` / ``privacy.patch_shuffle`` only where a model is split.
+
+    Both act on the activation a slow agent sends to its fast partner at the
+    cut; a method that never splits (or ComDML with ``system.scheduler='none'``,
+    which never pairs) would run to the end with the option silently doing nothing.
+    """
+    from comdml_jax.catalog import SPLITTING_METHODS
+
+    p = c.privacy
+    for field in ("nopeek", "patch_shuffle"):
+        if not p.get(field, False):
+            continue
+        _require(
+            methods[c.method].splits,
+            f"privacy.{field}",
+            True,
+            f"method {c.method} never splits a model, so there is no activation for it to "
+            f"act on; it applies only to methods that split: {', '.join(SPLITTING_METHODS)} "
+            f"(use --config.method={SPLITTING_METHODS[0]}, or privacy.{field}=False)",
+        )
+        _require(
+            c.system.scheduler != "none",
+            f"privacy.{field}",
+            True,
+            "system.scheduler='none' never pairs agents, so no model is split and there is "
+            f"no activation for it to act on; use system.scheduler='greedy', or "
+            f"privacy.{field}=False",
         )
 
 
@@ -308,6 +341,39 @@ def _check_optim(c: ml_collections.ConfigDict) -> None:
         "optim.min_lr",
         o.min_lr,
         f"use a value in (0, optim.lr={o.lr!r}]",
+    )
+
+
+def _warn_eval_every(c: ml_collections.ConfigDict) -> None:
+    """Warns that ``eval_every`` > ``optim.plateau_patience`` changes the lr schedule.
+
+    The reduce-on-plateau schedule reads the test accuracy of the scheduled
+    evaluations (``experiment.run_round``), so its patience counts evaluations:
+    the lr is lowered only after patience · eval_every rounds without a better
+    accuracy, and never in a run shorter than ``eval_every`` rounds. With
+    ``eval_every`` <= patience the delay stays within what the patience allows
+    anyway; beyond it, the schedule (and so the accuracy) is another one.
+    """
+    every, patience = int(c.eval_every), int(c.optim.plateau_patience)
+    if every <= patience:
+        return
+    if int(c.rounds) < every:
+        effect = (
+            f"this run of {c.rounds} rounds has no scheduled evaluation, so the lr never changes"
+        )
+    else:
+        effect = (
+            f"the lr is lowered only after {patience * every} rounds without a better "
+            f"accuracy instead of {patience}"
+        )
+    logging.warning(
+        "eval_every=%d is larger than optim.plateau_patience=%d: the lr plateau schedule "
+        "reads the test accuracy of the scheduled evaluations only, so %s; the lr schedule, "
+        "and with it the accuracy, differ from a run with eval_every=1 (lower eval_every, "
+        "or raise optim.plateau_patience to keep the schedule)",
+        every,
+        patience,
+        effect,
     )
 
 

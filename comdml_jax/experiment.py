@@ -43,7 +43,7 @@ from flax import serialization
 from comdml_jax import distributed, rng, run_dir
 from comdml_jax.checkpoint import Checkpointer
 from comdml_jax.config_check import check_partition, validate_config
-from comdml_jax.data.agents import make_epoch_batches
+from comdml_jax.data.agents import charged_batches, make_epoch_batches
 from comdml_jax.data.datasets import Dataset, dataset_from_config
 from comdml_jax.data.partition import (
     class_counts,
@@ -52,6 +52,7 @@ from comdml_jax.data.partition import (
     plot_partition,
 )
 from comdml_jax.methods import RoundContext, get_method
+from comdml_jax.methods.base import split_warning
 from comdml_jax.models import split
 from comdml_jax.models.resnet import build_model
 from comdml_jax.privacy.accounting import Accountant, accountant_from_config, epsilon_metrics
@@ -161,7 +162,7 @@ class Experiment:
     def charged_batches(self) -> np.ndarray:
         """[K] Ñ_i = E · N_i / B, the batches the timing model charges (module docstring)."""
         t = self.config.train
-        return t.local_epochs * self.num_samples / t.batch_size
+        return charged_batches(self.num_samples, t.batch_size, t.local_epochs)
 
 
 def build(
@@ -274,7 +275,7 @@ def round_context(exp: Experiment, round_: int) -> RoundContext:
         round=round_,
         seed=int(cfg.seed),
         system=exp.system,
-        env=exp.system.round_state(round_),
+        env=exp.system.round_state(round_, exp.method.take_part),
         num_batches=exp.charged_batches,
         num_samples=exp.num_samples,
         profile=exp.profile,
@@ -365,6 +366,15 @@ def run_round(
             f"(agents {list(agents)}) produced a non-finite {what}; lower optim.lr, or set "
             f"--config.train.on_nonfinite=skip to drop such a group's update. {_KEPT}"
         )
+    if trained.skipped and not trained.order:
+        # on_nonfinite=skip, and every group of the round diverged: nothing is left to merge,
+        # and a run that went on would skip every later round too and still exit 0.
+        raise NonFiniteRunError(
+            f"method {cfg.method}, round {r + 1}: every group of the round produced a "
+            f"non-finite loss or model ({len(trained.skipped)} of {len(trained.skipped)} "
+            "skipped, train.on_nonfinite=skip), so nothing is left to merge; lower optim.lr "
+            f"(a run with another lr starts over: --fresh or another --workdir). {_KEPT}"
+        )
     mstate, merge_info = exp.method.merge(
         state.method, start, trained, plan, ctx, jax.random.fold_in(rng.stream(ctx.seed, "mix"), r)
     )
@@ -430,6 +440,11 @@ def run_round(
         **epsilon_metrics(exp.accountant, dp_rounds),
         "wall_time_s": wall,
     }
+    sat_out = ctx.env.sat_out
+    if (
+        sat_out.any()
+    ):  # sampled and connected, but left out by the method's rule (docs/timing_model.md)
+        record["sat_out"] = np.flatnonzero(sat_out).tolist()
     if int(part.sum()) == 1:
         record["note"] = "one participant: it trained alone and nothing was exchanged"
     if trained.skipped:
@@ -615,6 +630,9 @@ def run(
         run_dir.prepare(config, workdir, fresh=fresh)
     exp = build(config, workdir)
     if main:
+        warning = split_warning(exp.system.topology, exp.method)
+        if warning:
+            logging.warning("%s", warning)
         workdir.mkdir(parents=True, exist_ok=True)
         write_json(workdir / "config.json", config.to_dict())
         counts = class_counts(exp.parts, np.asarray(exp.engine.data.y), exp.model.num_classes)

@@ -1,14 +1,167 @@
 """Process set-up shared by the command-line programs (``experiments/*.py``).
 
-:func:`prepare_process` is what a training launcher does first: glibc
+The one refusal path of every CLI (run, compare, plan): :func:`parse_flags`
+(absl's flag parser, with a bad flag or ``--config.x`` reported in one line),
+:func:`refusals` (a :class:`~comdml_jax.config_check.ConfigError`, a
+``WorkdirError`` or a missing data set becomes one message on stderr) and
+:func:`fail`, all exiting with :data:`USAGE_ERROR` (2), no traceback and no
+usage text. A CLI checks its config (:func:`check_run`) before it imports a
+JAX-heavy module, so a refusal takes about as long as Python, NumPy and absl
+take to start (benchmarks/refusal_speed.py), not JAX's and the data stack's
+several seconds.
+
+:func:`prepare_process` is what a training launcher does next: glibc
 tunables (re-executes the process), JAX's persistent compilation cache, and
 quieter library logging.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging as logging_std
 import os
+import re
+import sys
+from pathlib import Path
+
+USAGE_ERROR = 2  # exit code of a bad flag, config, workdir or data path
+DIVERGED = 3  # exit code of a run stopped by a non-finite loss or model (or a dead round)
+
+
+def fail(message: str) -> None:
+    """Prints ``message`` alone (no traceback) to stderr and exits with :data:`USAGE_ERROR`."""
+    sys.stderr.write(str(message).rstrip() + "\n")
+    sys.exit(USAGE_ERROR)
+
+
+def config_arg(argv: list[str]) -> str | None:
+    """The value of ``--config`` in ``argv`` (the last one wins, as in absl)."""
+    value = None
+    for i, a in enumerate(argv):
+        if a in ("--", "-"):
+            break
+        if a.lstrip("-").startswith("config=") and a.startswith("-"):
+            value = a.split("=", 1)[1]
+        elif a in ("--config", "-config") and i + 1 < len(argv):
+            value = argv[i + 1]
+    return value
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else text
+
+
+def unknown_field_message(error: BaseException, argv: list[str]) -> str:
+    """One line for ml_collections' error on a ``--config.x`` that names no field.
+
+    ml_collections raises ``KeyError("'x'\\nDid you mean \"y\" instead of \"x\"?")``,
+    sometimes wrapped in an ``AttributeError``; its ``str`` is the repr of that
+    two-line text. This gives ``--config.a.x=V: the config has no field 'a.x';
+    did you mean --config.a.y? ...``.
+
+    Args:
+      error: the KeyError or AttributeError.
+      argv: the command line (to find the flag as it was typed).
+
+    Returns:
+      The message.
+    """
+    inner = error.args[0] if error.args else ""
+    while isinstance(inner, BaseException):
+        inner = inner.args[0] if inner.args else ""
+    text = str(inner)
+    key = text.splitlines()[0].strip().strip("'\"") if text.strip() else ""
+    guess = re.search(r'Did you mean "([^"]+)"', text)
+    flag, value = f"--config.{key}", None
+    for a in argv:
+        name = a.split("=", 1)[0]
+        if name.startswith("--config.") and key in name[len("--config.") :].split("."):
+            flag, value = name, (a.split("=", 1)[1] if "=" in a else None)
+            break
+    field = flag[len("--config.") :]
+    shown = f"{flag}={value}" if value is not None else flag
+    message = f"{shown}: the config has no field {field!r}"
+    if guess:
+        parts = field.split(".")
+        parts[parts.index(key) if key in parts else -1] = guess.group(1)
+        message += f"; did you mean --config.{'.'.join(parts)}?"
+    return message + " (configs/default.py lists every field)"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing that reports a bad flag in one line and exits with code 2.
+
+    Pass it to ``app.run(main, flags_parser=launch.parse_flags)``. ml_collections
+    defers a missing config file's error until the config is first read, and
+    reports an unknown ``--config.x`` as a KeyError; both are caught here, before
+    any work, and so is a config file that fails to load.
+
+    Args:
+      argv: the command line.
+
+    Returns:
+      The positional arguments that remain.
+    """
+    from absl import flags
+
+    path = config_arg(argv[1:])
+    if path is not None:
+        file = path.split(":", 1)[0]
+        if not os.path.isfile(file):
+            fail(
+                f"--config={path}: no such config file {file!r} (relative to {os.getcwd()}); "
+                "give a config file, e.g. --config=configs/smoke.py"
+            )
+    try:
+        rest = flags.FLAGS(argv)
+        if path is not None and "config" in flags.FLAGS:
+            flags.FLAGS["config"].value  # noqa: B018  (loads the file: its errors surface here)
+        return rest
+    except (AttributeError, KeyError) as e:
+        fail(unknown_field_message(e, argv))
+    except (flags.Error, TypeError, ValueError, OSError, SyntaxError, ImportError) as e:
+        message = str(e)
+        if "Error whilst parsing config file" in message or isinstance(e, SyntaxError):
+            message = f"--config={path}: {_last_line(message)}"
+        fail(_last_line(message) if "\n" in message else message)
+    return []  # not reached
+
+
+@contextlib.contextmanager
+def refusals():
+    """Turns a refused config, flag, folder or data path into :func:`fail`'s one line.
+
+    Catches :class:`~comdml_jax.config_check.ConfigError` (``run_dir.WorkdirError``
+    is one) and ``data.datasets.DatasetNotFoundError``; anything else propagates.
+    """
+    from comdml_jax.config_check import ConfigError
+    from comdml_jax.data.datasets import DatasetNotFoundError
+
+    try:
+        yield
+    except (ConfigError, DatasetNotFoundError) as e:
+        fail(str(e))
+
+
+def check_run(config, workdir, *, fresh: bool = False) -> None:
+    """``experiments.run``'s checks (``run_dir.prepare``: config, paths, resume), no JAX.
+
+    Also a data set that is missing where no download can fetch it
+    (``data.datasets.check_source``).
+
+    Refuses (:func:`fail`, exit code 2) what they refuse. ``fresh`` only checks here;
+    the previous run is removed when the run itself starts.
+    """
+    from comdml_jax import run_dir
+    from comdml_jax.data.datasets import check_source
+
+    with refusals():
+        run_dir.validate_config(config)
+        check_source(config.data)
+        run_dir.check_paths(config, workdir)
+        if not fresh and run_dir.run_files(Path(workdir).expanduser()):
+            run_dir.check_resume(config, Path(workdir).expanduser())
 
 
 def enable_compilation_cache() -> None:

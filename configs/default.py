@@ -75,7 +75,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.optim.momentum = 0.9
     c.optim.weight_decay = 0.0
     c.optim.plateau_factor = 0.2  # paper: 0.2 for 10 agents, 0.5 for 20 or more
-    c.optim.plateau_patience = 10  # rounds without a better test accuracy
+    c.optim.plateau_patience = 10  # evaluations (rounds if eval_every=1) without a better accuracy
     c.optim.min_lr = 1e-6
 
     # --- training engine ---
@@ -86,6 +86,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.train.on_nonfinite = "stop"  # stop | skip (drop a diverged group's update, recorded)
     c.train.aggregation = "psum"  # psum | halving_doubling  (comdml_jax.train.aggregate.ALGORITHMS)
     c.eval_batch_size = 1000
+    # Test evaluation every eval_every rounds (and after the last). The lr plateau schedule
+    # reads these evaluations' test accuracy, so eval_every > 1 changes the lr schedule (its
+    # patience counts evaluations) and with it the accuracy; a warning says so when
+    # eval_every exceeds optim.plateau_patience.
     c.eval_every = 1
     # Per-agent methods (gossip, braintorrent): evaluate every agent's own model every
     # eval_agents_every rounds (0: never) on the first eval_agents_subset test images (0: all).

@@ -28,16 +28,18 @@ slowest to reach the target.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from comdml_jax import launch
-from comdml_jax.report.plots import plot_accuracy_vs_time
 from comdml_jax.report.tables import comparison_rows
 from comdml_jax.report.writers import JsonlWriter
+
+# JAX and the plotting stack are imported only once every check has passed, so a
+# refusal is as fast as experiments.run's (comdml_jax.launch).
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (.py, optionally :arg) of a comparison.", lock_config=True
@@ -90,10 +92,21 @@ def command_line(methods: list[str], seeds: list[int]) -> str:
 
 def compare_runs() -> None:
     """``--workdirs`` mode: one table and one plot of existing runs."""
+    from comdml_jax.report.plots import plot_accuracy_vs_time
+
     dirs = [Path(d) for d in _WORKDIRS.value]
     runs = {}
     target = _TARGET.value
+    if _LABELS.value and len(_LABELS.value) != len(dirs):
+        launch.fail(
+            f"--labels has {len(_LABELS.value)} labels for {len(dirs)} --workdirs; give one each"
+        )
     for i, d in enumerate(dirs):
+        if not (d / "config.json").is_file() or not (d / "metrics.jsonl").is_file():
+            launch.fail(
+                f"--workdirs: {d} holds no finished run (no config.json or metrics.jsonl); "
+                "give folders written by experiments.run"
+            )
         cfg = json.loads((d / "config.json").read_text())
         label = _LABELS.value[i] if _LABELS.value else cfg["method"]
         runs[label] = JsonlWriter(d / "metrics.jsonl").read()
@@ -117,25 +130,40 @@ def main(argv):
     del argv
     if _WORKDIRS.value:
         if _CONFIG.value is not None:
-            raise app.UsageError("use either --workdirs (finished runs) or --config, not both")
+            launch.fail("use either --workdirs (finished runs) or --config, not both")
         compare_runs()
         return
     if _CONFIG.value is None or not _WORKDIR.value:
-        raise app.UsageError("give --config and --workdir (run a comparison) or --workdirs")
+        launch.fail("give --config and --workdir (run a comparison) or --workdirs (finished runs)")
     from comdml_jax import comparison
 
-    try:
+    with launch.refusals():  # every run's checks (as experiments.run's), before JAX loads
         methods = comparison.validate_methods(_METHODS.value or comparison.all_methods())
         seeds = comparison.validate_seeds(_SEEDS.value)
-    except ValueError as err:
-        raise app.UsageError(str(err)) from None
+        if not _REPORT_ONLY.value:
+            comparison.check_comparison(_CONFIG.value, _WORKDIR.value, methods, seeds)
     meta = {"config": _config_name(), "command": command_line(methods, seeds)}
     if _REPORT_ONLY.value:
-        report = comparison.write_report(_WORKDIR.value, _CONFIG.value, methods, seeds, meta)
+        with launch.refusals():
+            report = comparison.write_report(_WORKDIR.value, _CONFIG.value, methods, seeds, meta)
     else:
         launch.prepare_process()
-        launch.init_distributed(_DISTRIBUTED)  # several processes: jax.distributed
-        report = comparison.run_comparison(_CONFIG.value, _WORKDIR.value, methods, seeds, meta)
+        try:
+            launch.init_distributed(_DISTRIBUTED)  # several processes: jax.distributed
+        except ValueError as e:
+            launch.fail(str(e))
+        import jax
+
+        from comdml_jax.experiment import NonFiniteRunError
+
+        try:
+            with launch.refusals():
+                report = comparison.run_comparison(
+                    _CONFIG.value, _WORKDIR.value, methods, seeds, meta
+                )
+        except NonFiniteRunError as e:  # the run diverged: its last good checkpoint is kept
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(launch.DIVERGED)
         if jax.process_index() > 0:
             return
     print((Path(_WORKDIR.value) / "comparison.md").read_text())
@@ -144,4 +172,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=launch.parse_flags)

@@ -8,9 +8,10 @@ model compile, cached), or from ``--profile_json`` (the ``comdml-profile
 the config's data set (``data.train_subset``; only the labels are used, from
 the decoded-array cache) split by ``data.partition`` exactly as
 ``experiment.build`` splits it (``data.partition.partition_for_run``), and
-Ñ_i = local_epochs · ⌈N_i / B⌉ as ``data.agents.make_epoch_batches`` counts
-them. A ``num_agents`` that leaves an agent without samples is refused (as a
-training run refuses it). With ``system.sweep_cuts`` (configs/table1.py) it
+Ñ_i = local_epochs · N_i / B, the batches a run charges
+(``data.agents.charged_batches``, the one function both call; SPEC §1: Ñ_i is
+N_i samples in batches of B). A ``num_agents`` that leaves an agent without
+samples is refused (as a training run refuses it). With ``system.sweep_cuts`` (configs/table1.py) it
 also prices every cut forced on the planned pairs and names the cut the
 scheduler picks.
 
@@ -25,14 +26,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 
 import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
+from comdml_jax import launch
 from comdml_jax.data.datasets import dataset_from_config
 from comdml_jax.data.partition import partition_for_run
-from comdml_jax.system import RoundPlan, SplitProfile, build_system
+from comdml_jax.system import RoundPlan, SplitProfile
 from comdml_jax.system.timing import alone_s
 from comdml_jax.system.world import RoundState, System
 
@@ -72,14 +75,8 @@ def load_profile(config: ConfigDict, profile_json: str = "", num_classes: int = 
     return _compiled_profile(config.model.name, config.train.batch_size, classes)
 
 
-def batches_of(parts, batch_size: int, local_epochs: int) -> np.ndarray:
-    """[K] Ñ_i = local_epochs · ⌈N_i / B⌉, the count of ``make_epoch_batches``."""
-    sizes = np.array([len(p) for p in parts], np.int64)
-    return local_epochs * -(-sizes // batch_size)
-
-
 def run_batches(config: ConfigDict) -> tuple[np.ndarray, int]:
-    """[K] Ñ_i of a training run of ``config``, and the data set's classes (module docstring).
+    """[K] Ñ_i a training run of ``config`` charges, and the data set's classes (module docstring).
 
     Args:
       config: the run config.
@@ -90,11 +87,13 @@ def run_batches(config: ConfigDict) -> tuple[np.ndarray, int]:
     Raises:
       ConfigError: ``num_agents`` leaves an agent without samples.
     """
+    from comdml_jax.data.agents import charged_batches  # loads JAX: only after the checks
+
     dataset = dataset_from_config(config.data, int(config.seed))
     parts = partition_for_run(config, np.asarray(dataset.y_train))
-    return batches_of(
-        parts, config.train.batch_size, config.train.local_epochs
-    ), dataset.num_classes
+    sizes = [len(p) for p in parts]
+    t = config.train
+    return charged_batches(sizes, t.batch_size, t.local_epochs), dataset.num_classes
 
 
 def _sweep_pairs(
@@ -146,7 +145,7 @@ def plan_round(system: System, r: int, num_batches, profile: SplitProfile, sweep
         "agents": {
             "cpu": state.cpu.tolist(),
             "bandwidth_mbps": state.bandwidth_mbps.tolist(),
-            "num_batches": [int(x) for x in num_batches],
+            "num_batches": [float(x) for x in num_batches],
             "participant": state.participants.tolist(),
             "partner": plan.partner.tolist(),
             "compute_s": t.compute_s.tolist(),
@@ -196,9 +195,9 @@ def format_round(rec: dict, max_agents: int) -> str:
         else:
             role = "alone"
         lines.append(
-            f"  {n:>6} {a['cpu'][n]:>5.2f} {a['bandwidth_mbps'][n]:>6.1f} {a['num_batches'][n]:>7} "
-            f"{role:>12} {a['compute_s'][n]:>10.1f} {a['comm_s'][n]:>9.1f} "
-            f"{a['idle_s'][n]:>10.1f} {a['tau_s'][n]:>10.1f}"
+            f"  {n:>6} {a['cpu'][n]:>5.2f} {a['bandwidth_mbps'][n]:>6.1f} "
+            f"{a['num_batches'][n]:>7.4g} {role:>12} {a['compute_s'][n]:>10.1f} "
+            f"{a['comm_s'][n]:>9.1f} {a['idle_s'][n]:>10.1f} {a['tau_s'][n]:>10.1f}"
         )
     if k > max_agents:
         lines.append(f"  ... {k - max_agents} more agents (--max_agents)")
@@ -224,9 +223,19 @@ def format_round(rec: dict, max_agents: int) -> str:
 
 def main(argv):
     del argv
+    from comdml_jax.config_check import validate_config
+
     config = _CONFIG.value
-    system = build_system(config)
-    batches, num_classes = run_batches(config)
+    if _ROUNDS.value < 1:
+        launch.fail(f"--rounds={_ROUNDS.value} is invalid: plan at least one round")
+    if _PROFILE_JSON.value and not os.path.isfile(_PROFILE_JSON.value):
+        launch.fail(
+            f"--profile_json={_PROFILE_JSON.value}: no such file; give the output of "
+            "comdml-profile --json, or leave it empty to compile the model"
+        )
+    with launch.refusals():  # experiments.run's config checks and one-line refusals
+        system = validate_config(config)  # the System it checked
+        batches, num_classes = run_batches(config)
     profile = load_profile(config, _PROFILE_JSON.value, num_classes)
     sweep = bool(config.system.get("sweep_cuts", False))
     for r in range(_ROUNDS.value):
@@ -239,4 +248,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(main, flags_parser=launch.parse_flags)

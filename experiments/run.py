@@ -24,7 +24,6 @@ import time
 
 _STARTED = time.perf_counter()  # the session's start-up counts from here (wall_time_s)
 
-import os  # noqa: E402
 import sys  # noqa: E402
 
 from absl import app, flags, logging  # noqa: E402
@@ -51,76 +50,16 @@ _PROGRESS = flags.DEFINE_enum(
 _DISTRIBUTED = launch.define_distributed_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
-USAGE_ERROR = 2  # exit code of a bad flag, config, workdir or data path
-DIVERGED = 3  # exit code of a run stopped by a non-finite loss or model
-
-
-def fail(message: str) -> None:
-    """Prints ``message`` alone (no traceback) to stderr and exits with :data:`USAGE_ERROR`."""
-    sys.stderr.write(message.rstrip() + "\n")
-    sys.exit(USAGE_ERROR)
-
-
-def _config_arg(argv: list[str]) -> str | None:
-    """The value of ``--config`` in ``argv`` (the last one wins, as in absl)."""
-    value = None
-    for i, a in enumerate(argv):
-        if a in ("--", "-"):
-            break
-        if a.lstrip("-").startswith("config=") and a.startswith("-"):
-            value = a.split("=", 1)[1]
-        elif a in ("--config", "-config") and i + 1 < len(argv):
-            value = argv[i + 1]
-    return value
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else text
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing that reports a bad flag in one line and exits with code 2.
-
-    ml_collections defers a missing config file's error until the config is
-    first read, and reports an unknown ``--config.x`` as a bare KeyError; both
-    are caught here, before any work.
-
-    Args:
-      argv: the command line.
-
-    Returns:
-      The positional arguments that remain.
-    """
-    path = _config_arg(argv[1:])
-    if path is not None:
-        file = path.split(":", 1)[0]
-        if not os.path.isfile(file):
-            fail(
-                f"--config={path}: no such config file {file!r} (relative to {os.getcwd()}); "
-                "give a config file, e.g. --config=configs/smoke.py"
-            )
-    try:
-        return flags.FLAGS(argv)
-    except (AttributeError, KeyError) as e:
-        key = str(e).strip("'\"")
-        used = [
-            a.split("=", 1)[0]
-            for a in argv
-            if a.startswith("--config.") and key in a.split("=", 1)[0].split(".")
-        ]
-        where = used[0] if used else f"--config...{key}"
-        fail(f"{where}: the config has no field {key!r}; see configs/default.py for the fields")
-    except (flags.Error, TypeError, ValueError, OSError) as e:
-        message = str(e)
-        if "Error whilst parsing config file" in message:
-            message = f"--config={path}: {_last_line(message)}"
-        fail(f"{message}\nPass --helpshort or --helpfull to see help on flags.")
-    return []  # not reached
+USAGE_ERROR = launch.USAGE_ERROR  # exit code of a bad flag, config, workdir or data path
+DIVERGED = launch.DIVERGED  # exit code of a run stopped by a non-finite loss or model
+fail = launch.fail
+parse_flags = launch.parse_flags
 
 
 def main(argv):
     del argv
+    # Every check before JAX loads: a refusal takes well under 2 s (no JAX, no data stack).
+    launch.check_run(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
     launch.prepare_process()  # glibc tunables (re-executes), compilation cache, quieter logs
     try:
         launch.init_distributed(_DISTRIBUTED)  # several processes: jax.distributed

@@ -182,6 +182,22 @@ BAD_CONFIGS = [
         "system.trace",
         "system.trace = '/nonexistent/trace.json' is not a file",
     ),
+    # privacy options that act on the activation at the cut, on methods that never split
+    (
+        {"method": "allreduce", "privacy.nopeek": True},
+        "privacy.nopeek",
+        "method allreduce never splits a model",
+    ),
+    (
+        {"method": "fedavg", "privacy.patch_shuffle": True},
+        "privacy.patch_shuffle",
+        "methods that split: comdml",
+    ),
+    (
+        {"system.scheduler": "none", "privacy.nopeek": True},
+        "privacy.nopeek",
+        "system.scheduler='none' never pairs agents",
+    ),
 ]
 
 
@@ -236,6 +252,24 @@ def test_cinic10_train_size_counts_valid_only_when_included():
     validate_config(c)  # cinic10 has a valid split
     c.data.train_subset = 150000  # more than train alone (90,000), less than train + valid
     validate_config(c)
+
+
+def test_eval_every_beyond_the_plateau_patience_is_warned_about(caplog):
+    """The plateau schedule reads the scheduled evaluations (issue 24 item 11)."""
+    with caplog.at_level(logging.WARNING):
+        validate_config(smoke_config(**{"eval_every": 1, "optim.plateau_patience": 1}))
+        validate_config(smoke_config(**{"eval_every": 3, "optim.plateau_patience": 3}))
+    assert "eval_every" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        validate_config(smoke_config(rounds=30, **{"eval_every": 3, "optim.plateau_patience": 2}))
+    assert "eval_every=3 is larger than optim.plateau_patience=2" in caplog.text
+    assert "lowered only after 6 rounds without a better accuracy instead of 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        validate_config(smoke_config(rounds=3, **{"eval_every": 10}))  # smoke: patience 1
+    assert "this run of 3 rounds has no scheduled evaluation, so the lr never changes" in (
+        caplog.text
+    )
 
 
 def test_batch_larger_than_some_iid_agents_is_only_a_warning(caplog):

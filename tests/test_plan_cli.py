@@ -33,7 +33,7 @@ def dirichlet_config(data_dir: str, **overrides):
 
 @pytest.fixture(scope="module")
 def training_batches(cifar10_dir, tmp_path_factory):
-    """[K] batches of round 0 as a training run counts them (experiment.build, the engine rule)."""
+    """[K] batches of round 0 as a training run charges them (experiment.build), and trains them."""
     config = dirichlet_config(cifar10_dir)
     exp = experiment.build(config, tmp_path_factory.mktemp("run"))
     batches = make_epoch_batches(
@@ -43,21 +43,25 @@ def training_batches(cifar10_dir, tmp_path_factory):
         0,
         config.train.local_epochs,
     )
-    return config, exp.parts, np.asarray(batches.num_batches), exp.profile
+    trained = np.asarray(batches.num_batches)
+    return config, exp.parts, np.asarray(exp.charged_batches), exp.profile, trained
 
 
 def test_plan_batches_equal_a_training_run(training_batches):
-    config, parts, trained, _ = training_batches
+    config, parts, charged, _, trained = training_batches
     sizes = [len(p) for p in parts]
     assert len(set(sizes)) > 1  # dirichlet: not an equal split
+    assert any(n % 20 for n in sizes)  # and not multiples of B
     planned, classes = plan_cli.run_batches(config)
-    assert planned.tolist() == trained.tolist() and classes == 10
-    # and by hand: 2 epochs of ceil(N_i / 20)
-    assert planned.tolist() == [2 * -(-n // 20) for n in sizes]
+    assert planned.tolist() == charged.tolist() and classes == 10
+    # and by hand: 2 epochs of N_i / 20 charged (issue 24; SPEC §1), while the engine
+    # trains 2 epochs of ceil(N_i / 20) batches, the last one filled up by wrapping around
+    assert planned.tolist() == pytest.approx([2 * n / 20 for n in sizes], rel=1e-15)
+    assert trained.tolist() == [2 * -(-n // 20) for n in sizes]
 
 
 def test_plan_cli_json_uses_the_training_batches(training_batches, tmp_path):
-    config, _, trained, profile = training_batches
+    config, _, charged, profile, _ = training_batches
     path = tmp_path / "profile.json"
     path.write_text(profile.to_json())
     proc = subprocess.run(
@@ -79,7 +83,7 @@ def test_plan_cli_json_uses_the_training_batches(training_batches, tmp_path):
         check=True,
     )
     (rec,) = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert rec["agents"]["num_batches"] == trained.tolist()
+    assert rec["agents"]["num_batches"] == charged.tolist()
 
 
 @pytest.mark.parametrize("k", [301, 1000])

@@ -202,3 +202,32 @@ def test_sigkill_in_a_round_or_in_a_checkpoint_write_then_rerun_is_exact(cifar10
         proc = _cli(workdir)
         assert proc.wait(timeout=900) == 0, proc.stderr.read()[-3000:]
         assert records(workdir) == want, workdir.name
+
+
+def test_a_round_whose_every_group_diverges_stops_a_skip_run(cifar10_dir, tmp_path, monkeypatch):
+    """on_nonfinite=skip drops a diverged group, but a round with none left stops the run
+    (issue 24 item 11: lr=1e6 used to skip every group of every round and exit 0)."""
+    original = Engine._run_loop
+
+    def poisoned(self, group, start, batches, round_, lr):
+        states, losses = original(self, group, start, batches, round_, lr)
+        if round_ == 1:  # every group of round 2 diverges
+            losses = np.full_like(np.asarray(losses), np.nan)
+        return states, losses
+
+    monkeypatch.setattr(Engine, "_run_loop", poisoned)
+    config = smoke_config(
+        cifar10_dir,
+        rounds=2,
+        plots=False,
+        **{"train.backend": "loop", "train.on_nonfinite": "skip"},
+    )
+    workdir = tmp_path / "run"
+    with pytest.raises(experiment.NonFiniteRunError) as err:
+        experiment.run(config, workdir)
+    msg = str(err.value)
+    assert "round 2" in msg and "every group" in msg and "on_nonfinite=skip" in msg
+    assert "last good checkpoint" in msg
+    assert len(records(workdir)) == 1  # round 1 was recorded, round 2 was not
+    state = experiment.restore_state(experiment.build(config, workdir))
+    assert int(state.round) == 1

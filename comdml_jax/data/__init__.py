@@ -4,33 +4,36 @@ The function ``augment`` is not re-exported here: it would shadow the submodule
 ``comdml_jax.data.augment``. Use ``from comdml_jax.data.augment import augment``.
 """
 
-from comdml_jax.data.agents import AgentBatches, make_agent_batches, make_epoch_batches, pad_agents
-from comdml_jax.data.augment import (
-    AugParams,
-    apply_params,
-    batch_key,
-    crop_flip,
-    cutout_mask,
-    normalize,
-    sample_params,
-)
-from comdml_jax.data.datasets import (
-    DATASETS,
-    Dataset,
-    DatasetNotFoundError,
-    dataset_from_config,
-    load_dataset,
-    subset,
-)
-from comdml_jax.data.partition import (
-    PARTITIONS,
-    class_counts,
-    dirichlet,
-    iid,
-    label_skew,
-    partition_from_config,
-    plot_partition,
-)
+import importlib
+
+# name -> submodule. Loaded on first use (PEP 562), so that reading the data set and
+# partition registries (comdml_jax.config_check) does not import JAX.
+_EXPORTS = {
+    "AgentBatches": "agents",
+    "make_agent_batches": "agents",
+    "make_epoch_batches": "agents",
+    "pad_agents": "agents",
+    "AugParams": "augment",
+    "apply_params": "augment",
+    "batch_key": "augment",
+    "crop_flip": "augment",
+    "cutout_mask": "augment",
+    "normalize": "augment",
+    "sample_params": "augment",
+    "DATASETS": "datasets",
+    "Dataset": "datasets",
+    "DatasetNotFoundError": "datasets",
+    "dataset_from_config": "datasets",
+    "load_dataset": "datasets",
+    "subset": "datasets",
+    "PARTITIONS": "partition",
+    "class_counts": "partition",
+    "dirichlet": "partition",
+    "iid": "partition",
+    "label_skew": "partition",
+    "partition_from_config": "partition",
+    "plot_partition": "partition",
+}
 
 __all__ = [
     "DATASETS",
@@ -58,3 +61,9 @@ __all__ = [
     "sample_params",
     "subset",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"comdml_jax.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Per-agent batch indices as padded arrays with masks, for vmap/shard_map (SPEC §1, §3).
 
-Agent i holds N_i samples. One local epoch is Ñ_i = ceil(N_i / B) batches of
-exactly B samples: every round the agent's indices are reshuffled, cut into
+Agent i holds N_i samples. One local epoch trains ceil(N_i / B) batches of
+exactly B samples (the timing model charges Ñ_i = N_i / B of them,
+:func:`charged_batches`): every round the agent's indices are reshuffled, cut into
 batches, and the last, partial batch is filled up by wrapping around to the
 start of that round's shuffled order (so a few samples are seen twice in an
 epoch, and no per-sample mask is needed). Agents have different Ñ_i, so the
@@ -30,6 +31,26 @@ import numpy as np
 
 Array = jax.Array
 PRNGKey = jax.Array
+
+
+def charged_batches(sizes: Sequence[int], batch_size: int, local_epochs: int = 1) -> np.ndarray:
+    """[K] Ñ_i = E · N_i / B: the batches the timing model charges agent i (SPEC §1, §5).
+
+    The one count that a training run (``experiment.Experiment.charged_batches``)
+    and the plan CLI (``experiments/plan.py``) price with. An agent is charged
+    for the samples it holds, also when N_i is not a multiple of B: the
+    wrapped-around samples that fill up its last trained batch (module
+    docstring; ⌈N_i / B⌉ batches trained) are duplicates and are not charged.
+
+    Args:
+      sizes: [K] N_i.
+      batch_size: B.
+      local_epochs: E.
+
+    Returns:
+      float64 [K].
+    """
+    return local_epochs * np.asarray(sizes, np.float64) / batch_size
 
 
 class AgentBatches(NamedTuple):

@@ -485,6 +485,33 @@ def _locate_or_fetch(spec: DatasetSpec, root: Path, download: bool, mirror: str)
 # ---------------------------------------------------------------------- public API
 
 
+def check_source(data_cfg) -> None:
+    """Refuses a missing data set before any work, where no download could fetch it.
+
+    What :func:`load_dataset` would find first (the data dir, then the source
+    folder), without reading, decoding or fetching anything. A source that a
+    download may still fetch (``data.download`` for CIFAR) is left to the run.
+
+    Args:
+      data_cfg: the config's ``data`` block.
+
+    Raises:
+      DatasetNotFoundError: no data dir is configured, or the source is not in it.
+    """
+    name = data_cfg.name
+    download = bool(getattr(data_cfg, "download", True)) and name in download_lib.ARCHIVES
+    chosen = os.fspath(getattr(data_cfg, "data_dir", "")) or os.environ.get(DATA_DIR_ENV, "")
+    if download:
+        return
+    if not chosen:
+        raise DatasetNotFoundError(
+            f"no data directory for {name!r}: data_dir is empty and ${DATA_DIR_ENV} is not set. "
+            f"Set {DATA_DIR_FIELD}=DIR or ${DATA_DIR_ENV}=DIR.",
+            "",
+        )
+    DATASETS[name].locate(Path(chosen).expanduser())
+
+
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike[str] = "",

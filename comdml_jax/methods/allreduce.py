@@ -5,13 +5,15 @@ Time formula, with P the round's participants:
   round = max_{i∈P} τ_i + T_allreduce,
 with T_allreduce the configured AllReduce over P (halving/doubling by default,
 ``system.allreduce``; on a non-complete topology priced on the routes, see
-``system.timing``). Merge: the data-size-weighted average of every
-participant's model (SPEC §4), which every agent starts the next round from.
+``system.timing``). When the participants' graph splits, only its largest
+connected component takes part (docs/timing_model.md). Merge: the
+data-size-weighted average of every participant's model (SPEC §4), which
+every agent starts the next round from.
 """
 
 from __future__ import annotations
 
-from comdml_jax.methods.base import GlobalModelMethod, register
+from comdml_jax.methods.base import GlobalModelMethod, largest_component, register
 from comdml_jax.system.plan import RoundPlan
 
 
@@ -19,6 +21,12 @@ from comdml_jax.system.plan import RoundPlan
 class AllReduce(GlobalModelMethod):
     name = "allreduce"
     exchange = "allreduce"
+    on_split = (
+        "it needs one collective, so each round only the largest connected component of the "
+        "participants trains and merges; the sampled agents outside it sit out "
+        "(docs/timing_model.md)"
+    )
+    take_part = staticmethod(largest_component)
 
     def plan(self, ctx, mstate):
         del mstate

@@ -16,6 +16,14 @@ new module here that registers itself. Methods that need one model
 models (:mod:`comdml_jax.methods.per_agent`) keep them stacked [K, ...].
 Every random choice a method makes (gossip targets, the aggregator) comes
 from its own host stream ``rng_for(seed, purpose, round[, agent])``.
+
+Who takes part (docs/timing_model.md, "Participants") is the method's rule
+too: ``take_part(links, candidates)`` keeps the round's participants among
+its candidates (sampled, link > 0). The methods
+that need one collective (AllReduce, ComDML) keep the largest connected
+component (:func:`largest_component`); the others let every candidate train
+(:func:`every_candidate`). ``on_split`` says in words what the method does with
+agents a split leaves apart; :func:`split_warning` reports it at a run's start.
 """
 
 from __future__ import annotations
@@ -27,9 +35,11 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from comdml_jax.system.plan import RoundPlan
+from comdml_jax.system.routing import components
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import RoundTiming
-from comdml_jax.system.world import RoundState, System
+from comdml_jax.system.topology import Links, Topology, link_capacities
+from comdml_jax.system.world import RoundState, System, main_component
 from comdml_jax.train import aggregate
 from comdml_jax.train.engine import AgentModels, ModelVars, StartModels
 
@@ -67,12 +77,34 @@ class RoundContext:
     central_noise: Callable | None = None
 
 
+BoolArray = np.ndarray  # bool[K]
+
+
+def largest_component(links: Links, candidates: BoolArray) -> BoolArray:
+    """The rule of methods with one collective: the candidates in the largest component.
+
+    The component holding most candidates (ties: the one with the lowest
+    agent); the others sit out (``world.main_component``).
+    """
+    return main_component(links, candidates)
+
+
+def every_candidate(links: Links, candidates: BoolArray) -> BoolArray:
+    """The rule of methods without a collective: every candidate trains, split or not."""
+    del links
+    return np.array(candidates, bool)
+
+
 class Method(Protocol):
     """A training method under the common timing model (docs/timing_model.md)."""
 
     name: str
     per_agent: bool  # whether agents keep their own models across rounds
     exchange: str  # what follows training: allreduce | server | gossip | pull
+    on_split: str  # what the method does with agents a split topology leaves apart
+
+    def take_part(self, links: Links, candidates: BoolArray) -> BoolArray:
+        """[K] the round's participants among the candidates (sampled, link > 0)."""
 
     def init(self, model: ModelVars, num_agents: int) -> MethodState:
         """The state before round 0, from the seeded initial model."""
@@ -105,6 +137,63 @@ class Method(Protocol):
 
 
 METHODS: dict[str, Callable[[], Method]] = {}
+
+
+def topology_components(topology: Topology) -> list[list[int]]:
+    """The agents' groups that the topology's edges connect, by lowest member (O(K + E))."""
+    k = topology.num_agents
+    if topology.complete:
+        return [list(range(k))]
+    labels = components(link_capacities(topology, np.ones(k)), np.ones(k, bool))
+    order = np.argsort(labels, kind="stable")  # each group's agents ascending
+    starts = np.flatnonzero(np.diff(labels[order], prepend=-1))
+    return [g.tolist() for g in np.split(order, starts[1:])]
+
+
+def _few(agents: list[int], limit: int = 40) -> str:
+    """A list of agents, or its first ``limit`` and how many more."""
+    if len(agents) <= limit:
+        return str(agents)
+    return f"{agents[:limit]} and {len(agents) - limit} more"
+
+
+def split_warning(topology: Topology, method: Method) -> str | None:
+    """What the method does with the agents a split topology leaves apart; None if none.
+
+    The topology's own groups (every agent connected); with every agent
+    sampled and connected, the method's rule names the agents that sit out
+    (docs/timing_model.md). Long lists are cut short, so the line stays readable at K = 10,000.
+
+    Args:
+      topology: the run's topology.
+      method: the run's method.
+
+    Returns:
+      The warning, or None when the topology connects everyone.
+    """
+    groups = topology_components(topology)
+    if len(groups) <= 1:
+        return None
+    k = topology.num_agents
+    links = link_capacities(topology, np.ones(k))
+    out = np.flatnonzero(~method.take_part(links, np.ones(k, bool))).tolist()
+    alone = [g[0] for g in groups if len(g) == 1]
+    shown = ", ".join(
+        str(g) if len(g) <= 12 else f"[{len(g)} agents from {g[0]}]" for g in groups[:20]
+    )
+    more = f" and {len(groups) - 20} more" if len(groups) > 20 else ""
+    text = (
+        f"the {topology.kind} topology splits the {k} agents into {len(groups)} groups that "
+        f"cannot reach each other: [{shown}]{more}"
+    )
+    if alone:
+        text += f"; isolated agents (no link): {_few(alone)}"
+    text += f". {method.name}: {method.on_split}. "
+    if out:
+        text += f"With every agent sampled and connected, these sit out: {_few(out)}."
+    else:
+        text += "No agent sits out."
+    return text
 
 
 def register(name: str):
@@ -165,7 +254,8 @@ def average(trained: AgentModels, base: ModelVars, ctx: RoundContext) -> tuple[M
 class GlobalModelMethod:
     """Shared behaviour of methods that keep one model and average everyone into it.
 
-    Subclasses give ``name``, :meth:`plan` and :meth:`price`.
+    Subclasses give ``name``, ``on_split``, :meth:`take_part`, :meth:`plan` and
+    :meth:`price`.
     """
 
     name = ""

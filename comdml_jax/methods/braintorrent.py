@@ -4,12 +4,14 @@ Every agent keeps its own model and a version counter, bumped each time it
 trains; every agent also remembers, for each other agent, the version it last
 merged from it.
 
-Plan: each participant trains its own model one local epoch (its version goes
-up by one). One participant a, drawn uniformly from
+Participants: every sampled agent with a link > 0, also when their graph
+splits (docs/timing_model.md). Plan: each participant trains its own model one local epoch
+(its version goes up by one). One participant a, drawn uniformly from
 ``rng_for(seed, Purpose.AGGREGATOR, round)``, is the aggregator. It pulls the
-model of every agent it can reach this round (bw > 0 and a route from a; an
-online agent that was not sampled still answers) whose version is newer than
-the version a last merged from it. ``plan.aggregator`` is a and
+model of every participant it can reach this round (a route from a, which may
+pass through agents that were not sampled; an agent that was not sampled is
+offline and is never pulled) whose version is newer than the version a last
+merged from it. ``plan.aggregator`` is a and
 ``plan.sends[i] = a`` for every pulled i.
 
 Time formula, with b the model bytes, α the per-message latency, and for a
@@ -30,7 +32,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from comdml_jax.methods.base import register
+from comdml_jax.methods.base import every_candidate, register
 from comdml_jax.methods.per_agent import (
     PerAgentMethod,
     current_models,
@@ -68,6 +70,12 @@ class BrainTorrentState(NamedTuple):
 class BrainTorrent(PerAgentMethod):
     name = "braintorrent"
     exchange = "pull"
+    on_split = (
+        "every sampled, connected agent trains its own model; the aggregator pulls only from "
+        "participants it can reach, so the other groups' models are not merged that round "
+        "(docs/timing_model.md)"
+    )
+    take_part = staticmethod(every_candidate)
 
     def init(self, model, num_agents: int) -> BrainTorrentState:
         params, stats = stack_copies((model.params, model.batch_stats), num_agents)
@@ -86,8 +94,7 @@ class BrainTorrent(PerAgentMethod):
         a = int(cand[rng_for(ctx.seed, Purpose.AGGREGATOR, ctx.round).integers(cand.size)])
         versions = np.asarray(mstate.versions) + part  # after this round's training
         hops, _ = routes_from(env.links, a)
-        online = (np.asarray(env.bandwidth_mbps) > 0) & (hops > 0)
-        pulled = online & (versions > np.asarray(mstate.merged)[a])
+        pulled = part & (hops > 0) & (versions > np.asarray(mstate.merged)[a])
         sends = np.where(pulled, a, -1)
         return RoundPlan(part, none, np.zeros(k, np.int64), sends=sends, aggregator=a)
 

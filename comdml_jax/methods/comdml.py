@@ -7,6 +7,8 @@ participants:
   slow i at cut m:   τ_i = Ñ_i T_s^m t_ref / s_i,
   its partner j:     τ_j = Ñ_j t_ref / s_j + Ñ_i ν^m / c_ij + Ñ_i T_f^m t_ref / s_j,
   round = max_{i∈P} τ_i + T_allreduce.
+When the participants' graph splits, only its largest connected component
+takes part, as the AllReduce needs (docs/timing_model.md).
 Merge: as AllReduce, the data-size-weighted average; a slow agent's model is
 its front joined with the back its partner trained for it; auxiliary heads are
 averaged per cut over the agents that used that cut (SPEC §4).
@@ -14,13 +16,19 @@ averaged per cut over the agents that used that cut (SPEC §4).
 
 from __future__ import annotations
 
-from comdml_jax.methods.base import GlobalModelMethod, register
+from comdml_jax.methods.base import GlobalModelMethod, largest_component, register
 
 
 @register("comdml")
 class ComDML(GlobalModelMethod):
     name = "comdml"
     exchange = "allreduce"
+    on_split = (
+        "it needs one collective, so each round only the largest connected component of the "
+        "participants trains and merges; the sampled agents outside it sit out "
+        "(docs/timing_model.md)"
+    )
+    take_part = staticmethod(largest_component)
 
     def plan(self, ctx, mstate):
         del mstate

@@ -2,7 +2,8 @@
 
 A server (not a peer) with its own link of S Mbps (``system.server_bandwidth_mbps``,
 default 1,000) is reached directly by every agent, whatever the peer topology.
-The server link is shared fairly by the round's participants P, so agent i
+P is every sampled agent with a link > 0, also when the peer graph splits
+(docs/timing_model.md). The server link is shared fairly by the round's participants P, so agent i
 moves data at r_i = min(bw_i, S / |P|).
 
 Time formula, with b the model bytes, α the per-message latency and
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from comdml_jax.methods.base import GlobalModelMethod, register
+from comdml_jax.methods.base import GlobalModelMethod, every_candidate, register
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.timing import alone_s, phase_timing, xfer_s
 
@@ -29,6 +30,11 @@ from comdml_jax.system.timing import alone_s, phase_timing, xfer_s
 class FedAvg(GlobalModelMethod):
     name = "fedavg"
     exchange = "server"
+    on_split = (
+        "it reaches its server directly, so every sampled, connected agent trains whatever "
+        "the peer topology (docs/timing_model.md)"
+    )
+    take_part = staticmethod(every_candidate)
 
     def plan(self, ctx, mstate):
         del mstate

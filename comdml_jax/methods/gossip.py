@@ -2,8 +2,10 @@
 
 Every agent keeps its own model across rounds.
 
-Plan: each participant i trains its own model for one local epoch, then sends
-it to one neighbour j drawn uniformly among its connected participants (the
+Participants: every sampled agent with a link > 0, also when their graph
+splits (docs/timing_model.md). Plan: each participant i trains its own model
+for one local epoch, then sends it to one neighbour j drawn uniformly among
+its connected participants (the
 participants with a usable direct link, c_ij > 0), from
 ``rng_for(seed, Purpose.GOSSIP, round)`` seeded further by the agent. An agent
 with no connected participant sends nothing. ``plan.sends[i]`` is i's target.
@@ -27,7 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from comdml_jax.methods.base import register
+from comdml_jax.methods.base import every_candidate, register
 from comdml_jax.methods.per_agent import (
     PerAgentMethod,
     current_models,
@@ -73,6 +75,12 @@ def gossip_targets(seed: int, round_: int, participants, links) -> np.ndarray:
 class Gossip(PerAgentMethod):
     name = "gossip"
     exchange = "gossip"
+    on_split = (
+        "every sampled, connected agent trains its own model; models go only to direct "
+        "neighbours among the participants, so an agent without one keeps its own "
+        "(docs/timing_model.md)"
+    )
+    take_part = staticmethod(every_candidate)
 
     def init(self, model, num_agents: int) -> GossipState:
         params, stats = stack_copies((model.params, model.batch_stats), num_agents)

@@ -28,10 +28,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from comdml_jax import catalog
+
 Array = jax.Array
 Padding = Sequence[tuple[int, int]]
 
-IMPLS = ("auto", "xla", "matmul")
+IMPLS = catalog.CONV_IMPLS  # ("auto", "xla", "matmul")
 
 
 def resolve_impl(impl: str, platform: str | None = None) -> str:

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from comdml_jax import catalog
+
 Array = jax.Array
 
 
@@ -38,7 +40,7 @@ def _moments(x: Array) -> tuple[Array, Array]:
     return mean, var
 
 
-IMPLS = ("auto", "plain", "materialize")
+IMPLS = catalog.BN_IMPLS  # ("auto", "plain", "materialize")
 
 
 def resolve_impl(impl: str, platform: str | None = None) -> str:

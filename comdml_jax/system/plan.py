@@ -32,9 +32,8 @@ class RoundPlan:
       partner: [K] int, the fast partner j of a slow agent i, −1 otherwise.
       cut: [K] int, the cut m of a slow agent (>= 1), 0 otherwise.
       sends: [K] int, the agent that receives i's model in a pairwise exchange
-        (a Gossip target, or the BrainTorrent aggregator for a pulled agent,
-        which may be an online agent that did not train this round), −1 for
-        none. Collective exchanges (AllReduce, FedAvg's server) leave it at −1:
+        (a Gossip target, or the BrainTorrent aggregator for a pulled
+        participant), −1 for none. Collective exchanges (AllReduce, FedAvg's server) leave it at −1:
         every participant takes part.
       aggregator: the BrainTorrent aggregator of the round, −1 for none.
     """

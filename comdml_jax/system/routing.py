@@ -527,7 +527,8 @@ def _sparse_route_stats(links: Links, part: BoolArray, idx: IntArray, max_work: 
         bad = int(idx[np.flatnonzero(d < 0)[0]])
         raise ValueError(
             f"participants {s0} and {bad} are not connected; the AllReduce needs one "
-            "connected group (System.participants_at keeps only the main component)"
+            "connected group (world.main_component, the AllReduce methods' rule, keeps "
+            "the largest)"
         )
     g, new_id = _component(indptr, indices, caps, dist0 >= 0)
     p = np.zeros(g.n, bool)
@@ -813,7 +814,8 @@ def route_stats_reference(links: Links, participants: BoolArray) -> RouteStats:
             bad = int(idx[np.flatnonzero(d < 0)[0]])
             raise ValueError(
                 f"participants {int(s)} and {bad} are not connected; the AllReduce needs one "
-                "connected group (System.participants_at keeps only the main component)"
+                "connected group (world.main_component, the AllReduce methods' rule, keeps "
+                "the largest)"
             )
         hops = max(hops, int(d.max()))
         beta = min(beta, float(width[idx[idx != s]].min()))

@@ -12,11 +12,17 @@ Participants of round r (:meth:`System.participants_at`):
   1. sampled: all agents when ``participation >= 1``, else
      ``max(1, round(participation * K))`` agents drawn without replacement
      from rng(seed, Purpose.PARTICIPATION, r);
-  2. connected: bw_i > 0 this round;
-  3. on a topology that is not complete, only the sampled, connected agents in
-     the routing component holding most of them (ties: the component with the
-     lowest agent) take part, so the AllReduce can reach everyone. Agents that
-     are connected but not sampled may relay messages.
+  2. connected: bw_i > 0 this round; the sampled, connected agents are the
+     round's candidates (P of docs/timing_model.md, ``RoundState.candidates``);
+  3. who of them takes part is the method's rule (``take_part``, owned by each
+     method in ``comdml_jax.methods``; docs/timing_model.md, "Participants").
+     The default, :func:`main_component`, is the rule of the methods that
+     need one collective (AllReduce, ComDML, and the
+     scheduler behind :meth:`System.plan`): on a topology that is not
+     complete, only the candidates in the routing component holding most of
+     them (ties: the component with the lowest agent) take part, so the
+     AllReduce can reach everyone. Agents that are connected but not sampled
+     may relay messages.
 
 Cost. Building the world is O(K + E). Per round, the links are O(K + E) and
 cached on the topology by the bandwidth vector, and the components and route
@@ -28,6 +34,7 @@ participation, every such round) reuse them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 from ml_collections import ConfigDict
@@ -53,6 +60,7 @@ from comdml_jax.system.topology import (
 
 FloatArray = np.ndarray  # float64[K]
 BoolArray = np.ndarray  # bool[K]
+TakePart = Callable[[Links, BoolArray], BoolArray]  # (links, candidates) -> participants
 
 
 def sampled_at(seed: int, round_: int, num_agents: int, participation: float) -> BoolArray:
@@ -96,7 +104,10 @@ class RoundState:
       cpu: [K] CPUs.
       bandwidth_mbps: [K] Mbps (0 = disconnected).
       links: the round's c_ij.
-      participants: [K] bool, sampled, connected and reachable.
+      participants: [K] bool, the agents that take part: the candidates the
+        method's rule keeps (module docstring, step 3).
+      candidates: [K] bool, sampled and connected (P of docs/timing_model.md); None: the
+        participants.
     """
 
     round: int
@@ -104,6 +115,14 @@ class RoundState:
     bandwidth_mbps: FloatArray
     links: Links
     participants: BoolArray
+    candidates: BoolArray | None = None
+
+    @property
+    def sat_out(self) -> BoolArray:
+        """[K] the candidates the method's rule left out this round."""
+        if self.candidates is None:
+            return np.zeros_like(np.asarray(self.participants, bool))
+        return np.asarray(self.candidates, bool) & ~np.asarray(self.participants, bool)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -136,16 +155,27 @@ class System:
         """c_ij of round r."""
         return link_capacities(self.topology, self.profiles_at(round_)[1])
 
-    def participants_at(self, round_: int) -> BoolArray:
+    def participants_at(self, round_: int, take_part: TakePart | None = None) -> BoolArray:
         """[K] who takes part in round r (module docstring)."""
-        return self.round_state(round_).participants
+        return self.round_state(round_, take_part).participants
 
-    def round_state(self, round_: int) -> RoundState:
-        """Profiles, links and participants of round r (pure in (config, r))."""
+    def round_state(self, round_: int, take_part: TakePart | None = None) -> RoundState:
+        """Profiles, links and participants of round r (pure in (config, r)).
+
+        Args:
+          round_: r.
+          take_part: the method's rule ``(links, candidates) -> participants``
+            (module docstring, step 3); default :func:`main_component`.
+
+        Returns:
+          The round's state.
+        """
         cpu, bw = self.profiles_at(round_)
         links = link_capacities(self.topology, bw)
-        part = sampled_at(self.seed, round_, self.num_agents, self.participation) & (bw > 0)
-        return RoundState(round_, cpu, bw, links, main_component(links, part))
+        cand = sampled_at(self.seed, round_, self.num_agents, self.participation) & (bw > 0)
+        cand.flags.writeable = False
+        part = (take_part or main_component)(links, cand)
+        return RoundState(round_, cpu, bw, links, part, cand)
 
     def plan(
         self,

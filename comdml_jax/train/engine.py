@@ -38,7 +38,7 @@ import numpy as np
 from jax.sharding import NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
 
-from comdml_jax import rng
+from comdml_jax import catalog, rng
 from comdml_jax.data.agents import AgentBatches
 from comdml_jax.data.augment import augment, batch_key
 from comdml_jax.models import split
@@ -57,7 +57,7 @@ def row_bucket(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
-BACKENDS = ("auto", "loop", "vmap")
+BACKENDS = catalog.BACKENDS  # ("auto", "loop", "vmap")
 PATCH_SHUFFLE_STREAM = 0x5EED  # folded into a batch's key for its patch permutations
 
 
@@ -247,7 +247,7 @@ def resolve_backend(backend: str, platform: str | None = None) -> str:
     return "loop" if (platform or jax.default_backend()) == "cpu" else "vmap"
 
 
-ON_NONFINITE = ("stop", "skip")
+ON_NONFINITE = catalog.ON_NONFINITE  # ("stop", "skip")
 
 
 class Engine:

@@ -1,0 +1,74 @@
+"""The registries' names and facts, without JAX: what config checking reads.
+
+The registries themselves (``methods.METHODS``, ``models.resnet.MODELS``, ...)
+live with what they hold, in modules that import JAX and Flax. Checking a
+config needs only their names and a few facts about each method, so those are
+written here once; ``comdml_jax.config_check`` reads this module and a bad
+``--config.x=y`` is refused before JAX loads (experiments/run.py). Each
+JAX-side registry is checked against this catalog by tests/test_registries.py,
+so the two cannot drift apart.
+
+The data set and partition registries (``data.datasets``, ``data.partition``)
+import no JAX themselves and are read directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodFacts:
+    """What config checking knows about one method.
+
+    Attributes:
+      per_agent: the agents keep their own models across rounds (no single
+        aggregate: central DP has nothing to noise).
+      exchange: what follows training: allreduce | server | gossip | pull.
+      splits: the method can split a model between a slow and a fast agent
+        (the only case in which ``privacy.nopeek`` and ``privacy.patch_shuffle``
+        act: they work on the activation sent at the cut).
+    """
+
+    per_agent: bool
+    exchange: str
+    splits: bool
+
+
+METHODS: dict[str, MethodFacts] = {
+    "allreduce": MethodFacts(per_agent=False, exchange="allreduce", splits=False),
+    "braintorrent": MethodFacts(per_agent=True, exchange="pull", splits=False),
+    "comdml": MethodFacts(per_agent=False, exchange="allreduce", splits=True),
+    "fedavg": MethodFacts(per_agent=False, exchange="server", splits=False),
+    "gossip": MethodFacts(per_agent=True, exchange="gossip", splits=False),
+}
+
+SPLITTING_METHODS: tuple[str, ...] = tuple(m for m, f in sorted(METHODS.items()) if f.splits)
+
+MODELS: tuple[str, ...] = (
+    "resnet110",
+    "resnet110_basic",
+    "resnet20_basic",
+    "resnet32_basic",
+    "resnet44_basic",
+    "resnet56",
+    "resnet56_basic",
+    "resnet8_basic",
+    "tiny",
+)
+"""``model.name``: the keys of ``models.resnet.MODELS``."""
+
+CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "matmul")
+"""``model.conv_impl`` (``models.conv.IMPLS``)."""
+
+BN_IMPLS: tuple[str, ...] = ("auto", "plain", "materialize")
+"""``model.bn_impl`` (``models.norm.IMPLS``)."""
+
+BACKENDS: tuple[str, ...] = ("auto", "loop", "vmap")
+"""``train.backend`` (``train.engine.BACKENDS``)."""
+
+ON_NONFINITE: tuple[str, ...] = ("stop", "skip")
+"""``train.on_nonfinite`` (``train.engine.ON_NONFINITE``)."""
+
+AGGREGATIONS: tuple[str, ...] = ("psum", "halving_doubling")
+"""``train.aggregation``: the keys of ``train.collectives.ALGORITHMS``."""
