@@ -21,7 +21,7 @@ Checks that need no data:
 Aggregation rule. A round aggregates when at least two participants (sampled,
 bw > 0, in one routing component: the rule of the AllReduce methods,
 ``world.main_component``; FedAvg, Gossip and BrainTorrent train every sampled,
-connected agent, SPEC §7) take part. The
+connected agent, docs/timing_model.md) take part. The
 profiles, and so the links, only change at round 0, at the dynamics rounds
 and at the trace's rounds; between two such rounds every round has the same
 agents with bw > 0 and the same routing components, and only the

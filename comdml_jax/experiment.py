@@ -59,6 +59,7 @@ from comdml_jax.privacy.accounting import Accountant, accountant_from_config, ep
 from comdml_jax.privacy.config import PrivacySpec
 from comdml_jax.privacy.rounds import RoundPrivacy
 from comdml_jax.report import plots, tables
+from comdml_jax.report.progress import RunProgress, progress_enabled, round_label
 from comdml_jax.report.writers import MetricWriters, write_json
 from comdml_jax.system.world import sampled_at
 from comdml_jax.train import aggregate, layout, steps
@@ -80,7 +81,12 @@ class RunState(NamedTuple):
       best_accuracy: best test accuracy so far.
       time_to_target_s: simulated seconds when the target was first reached, -1 if not yet.
       dp_rounds: rounds that released privatised updates (the DP accountant's state).
-      wall_time_s: cumulative wall-clock seconds (reporting only).
+      wall_time_s: cumulative wall-clock seconds of the run, every session's
+        start-up included (reporting only).
+      startup_s: the part of ``wall_time_s`` spent starting sessions up (imports,
+        data, model, split profile: everything before a session's first round;
+        the first round's compilation is in that round), summed over the
+        sessions of a resumed run (reporting only).
     """
 
     round: np.ndarray
@@ -91,6 +97,7 @@ class RunState(NamedTuple):
     time_to_target_s: np.ndarray
     dp_rounds: np.ndarray
     wall_time_s: np.ndarray
+    startup_s: np.ndarray
 
 
 def _to_tree(state: RunState) -> dict:
@@ -254,6 +261,7 @@ def initial_state(exp: Experiment) -> RunState:
         time_to_target_s=np.asarray(-1.0),
         dp_rounds=np.asarray(0, np.int64),
         wall_time_s=np.asarray(0.0),
+        startup_s=np.asarray(0.0),
     )
 
 
@@ -288,8 +296,17 @@ def _plan_record(plan, timing) -> dict:
     return out
 
 
-def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
+def run_round(
+    exp: Experiment,
+    state: RunState,
+    progress: Callable[[int, int], Callable[[int], None] | None] | None = None,
+) -> tuple[RunState, dict]:
     """Plans, prices, trains, merges and evaluates one round, for any method.
+
+    ``progress(round, batches)``, if given, is called once the round's batches
+    are known and returns the callback the engine feeds with the batches it
+    trains (:meth:`RunProgress.round_started
+    <comdml_jax.report.progress.RunProgress.round_started>`), or None.
 
     A round in which nobody can take part (everyone sampled is disconnected,
     or cut off from the others) is recorded as skipped: ``skipped: true``, the
@@ -312,7 +329,7 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
     }
     if not part.any():
         reason = _skip_reason(ctx)
-        logging.warning("round %d/%d skipped: %s", r + 1, cfg.rounds, reason)
+        logging.warning("%s skipped: %s", round_label(r, cfg.rounds), reason)
         wall = float(state.wall_time_s) + (time.perf_counter() - t0)
         record = {
             **base,
@@ -333,7 +350,8 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
     )
     lr = float(cfg.optim.lr * state.plateau.scale)
     start = exp.method.start(state.method, plan)
-    trained = exp.engine.train_agents(start, plan, batches, r, lr)
+    tick = progress(r, exp.engine.round_batches(plan, batches)) if progress else None
+    trained = exp.engine.train_agents(start, plan, batches, r, lr, progress=tick)
     dp_rounds = int(state.dp_rounds)
     if exp.privacy is not None:  # DP on the updates, before they leave the agents
         trained = exp.privacy.release(start, trained, r)
@@ -344,7 +362,7 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
     if trained.skipped and cfg.train.get("on_nonfinite", "stop") == "stop":
         role, cut, agents, what = trained.skipped[0]
         raise NonFiniteRunError(
-            f"method {cfg.method}, round {r + 1}: the {role} group at cut {cut} "
+            f"method {cfg.method}, round {r}: the {role} group at cut {cut} "
             f"(agents {list(agents)}) produced a non-finite {what}; lower optim.lr, or set "
             f"--config.train.on_nonfinite=skip to drop such a group's update. {_KEPT}"
         )
@@ -380,7 +398,7 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
             }
         if not np.isfinite(test_loss):
             raise NonFiniteRunError(
-                f"method {cfg.method}, round {r + 1}: the merged model's test loss is not "
+                f"method {cfg.method}, round {r}: the merged model's test loss is not "
                 f"finite; lower optim.lr. {_KEPT}"
             )
     else:
@@ -423,7 +441,9 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         "wall_time_s": wall,
     }
     sat_out = ctx.env.sat_out
-    if sat_out.any():  # sampled and connected, but left out by the method's rule (SPEC §7)
+    if (
+        sat_out.any()
+    ):  # sampled and connected, but left out by the method's rule (docs/timing_model.md)
         record["sat_out"] = np.flatnonzero(sat_out).tolist()
     if int(part.sum()) == 1:
         record["note"] = "one participant: it trained alone and nothing was exchanged"
@@ -441,6 +461,7 @@ def run_round(exp: Experiment, state: RunState) -> tuple[RunState, dict]:
         time_to_target_s=np.asarray(ttt),
         dp_rounds=np.asarray(dp_rounds, np.int64),
         wall_time_s=np.asarray(wall),
+        startup_s=state.startup_s,
     )
     return new, record
 
@@ -478,6 +499,10 @@ def save_state(ckpt: Checkpointer, state: RunState) -> None:
     ckpt.save(int(state.round), _to_tree(state))
 
 
+# RunState fields added after runs were checkpointed without them (reporting only).
+_ADDED_FIELDS = ("startup_s",)
+
+
 def restore_state(exp: Experiment, ckpt: Checkpointer | None = None) -> RunState | None:
     """The run state of the latest checkpoint in ``exp.workdir``, or None if there is none.
 
@@ -498,20 +523,35 @@ def restore_state(exp: Experiment, ckpt: Checkpointer | None = None) -> RunState
         if step is None:
             return None
         like = initial_state(exp)
-        return _from_tree(ckpt.restore(step, _to_tree(like)), like)
+        target = _to_tree(like)
+        try:
+            tree = ckpt.restore(step, target)
+        except ValueError:  # written before the fields of _ADDED_FIELDS: they start at 0
+            tree = ckpt.restore(step, {k: v for k, v in target.items() if k not in _ADDED_FIELDS})
+            tree = {**{k: target[k] for k in _ADDED_FIELDS}, **tree}
+        return _from_tree(tree, like)
     finally:
         if own:
             ckpt.close()
 
 
-def summarize(config, records: list[dict]) -> dict:
-    """``summary.json`` from the metrics records (and the ε spent, with DP)."""
+def summarize(config, records: list[dict], startup_s: float | None = None) -> dict:
+    """``summary.json`` from the metrics records (and the ε spent, with DP).
+
+    Args:
+      config: the run config.
+      records: the run's metrics records.
+      startup_s: the run's start-up seconds (:attr:`RunState.startup_s`), part of
+        ``wall_time_s``; None leaves the field out.
+    """
     out = {
         "method": config.method,
         **tables.run_summary(records, config.target_accuracy),
         "target_accuracy": config.target_accuracy,
         "wall_time_s": records[-1]["wall_time_s"] if records else 0.0,
     }
+    if startup_s is not None:
+        out["startup_s"] = float(startup_s)
     spent = [r for r in records if "dp_epsilon" in r]
     if spent:
         out["dp_epsilon"] = spent[-1]["dp_epsilon"]
@@ -532,13 +572,11 @@ def write_plots(exp: Experiment, records: list[dict]) -> None:
 
 
 def _log_round(config, record: dict) -> None:
-    r = record["round"]
     if record.get("skipped"):
         return
     logging.info(
-        "round %d/%d  %d agents  acc %.4f  loss %.4f  sim %.1f s  pairs %d  wall %.1f s",
-        r + 1,
-        config.rounds,
+        "%s  %d agents  acc %.4f  loss %.4f  sim %.1f s  pairs %d  wall %.1f s",
+        round_label(record["round"], config.rounds),
         record["num_participants"],
         record["test_accuracy"],
         record["train_loss"],
@@ -549,7 +587,12 @@ def _log_round(config, record: dict) -> None:
 
 
 def run(
-    config: ml_collections.ConfigDict, workdir: str | os.PathLike[str], *, fresh: bool = False
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike[str],
+    *,
+    fresh: bool = False,
+    progress: str = "auto",
+    started: float | None = None,
 ) -> dict:
     """Runs (or resumes) an experiment and writes its outputs to ``workdir``.
 
@@ -566,10 +609,19 @@ def run(
         keeps the extra test evaluation that a run's last round gets. A run is
         resumed only with a config equal to the recorded one (run_dir.prepare).
       fresh: discard a previous run in ``workdir`` and start over.
+      progress: progress bars on stderr (process 0 only): ``auto`` (when stderr
+        is a terminal), ``on`` or ``off`` (:mod:`comdml_jax.report.progress`).
+      started: ``time.perf_counter()`` when the session started (the CLI passes
+        its process's start, so the imports count); default: this call. The
+        seconds from then to the first round are this session's start-up, added
+        to ``wall_time_s`` and to ``startup_s`` of the run state (so a resumed
+        run counts every session's) and reported in ``summary.json``.
 
     Returns:
       The summary dict.
     """
+    started = time.perf_counter() if started is None else started
+    show = progress_enabled(progress)  # a bad mode fails before any work
     workdir = Path(workdir)
     main = distributed.is_main()  # under jax.distributed only process 0 writes files
     if main:
@@ -603,21 +655,41 @@ def run(
     if writer is not None:
         writer.truncate(int(state.round))
 
+    startup = time.perf_counter() - started
+    if int(state.round) < config.rounds:  # a session that runs rounds: its start-up counts
+        state = state._replace(
+            wall_time_s=np.asarray(float(state.wall_time_s) + startup),
+            startup_s=np.asarray(float(state.startup_s) + startup),
+        )
+        if main:
+            logging.info(
+                "start-up %.1f s (imports, data, model, split profile); %s next",
+                startup,
+                round_label(int(state.round), config.rounds),
+            )
+    bars = RunProgress(config.rounds, int(state.round), show and main)
     records = []
-    while int(state.round) < config.rounds:
-        state, record = run_round(exp, state)
-        records.append(record)
-        if writer is not None:
-            writer.write(record)
-            _log_round(config, record)
-        r = record["round"]
-        if ckpt is not None and ((r + 1) % config.checkpoint_every == 0 or r + 1 == config.rounds):
-            save_state(ckpt, state)
+    try:
+        while int(state.round) < config.rounds:
+            state, record = run_round(exp, state, progress=bars.round_started)
+            records.append(record)
+            if writer is not None:
+                writer.write(record)
+                bars.round_done(record)
+                with bars.suspended():
+                    _log_round(config, record)
+            r = record["round"]
+            if ckpt is not None and (
+                (r + 1) % config.checkpoint_every == 0 or r + 1 == config.rounds
+            ):
+                save_state(ckpt, state)
+    finally:
+        bars.close()
 
     if writer is None:  # another process: what it ran this session
-        return summarize(config, records)
+        return summarize(config, records, float(state.startup_s))
     records = writer.read()
-    summary = summarize(config, records)
+    summary = summarize(config, records, float(state.startup_s))
     write_json(workdir / "summary.json", summary)
     if config.plots:
         write_plots(exp, records)

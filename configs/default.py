@@ -41,7 +41,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.data.augment = True  # random crop (pad 4) + horizontal flip
     c.data.cutout = 0  # Cutout side length; the original code uses 16
 
-    # --- agents and system (SPEC §5) ---
+    # --- agents and system (docs/timing_model.md) ---
     c.num_agents = 10
     c.participation = 1.0  # fraction of agents sampled each round
     c.system = ConfigDict()
@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.system.cpu_flops_calibration = ""
     c.system.cpu_gamma = 1.0  # effective speed = cpu ** gamma
     c.system.latency_s = 1e-3  # per-message latency alpha (AllReduce steps, model transfers)
-    c.system.server_bandwidth_mbps = 1000.0  # FedAvg's server link S, shared fairly (SPEC §7)
+    c.system.server_bandwidth_mbps = 1000.0  # FedAvg's server link S, shared fairly
     c.system.allreduce = "halving_doubling"  # halving_doubling | ring
     c.system.topology = ConfigDict()
     c.system.topology.kind = "full"  # full | random | ring | edges

@@ -4,13 +4,15 @@ Every method over three seeds, in one resumable command (SPEC §9):
 
     python -m experiments.compare --config=configs/fig3.py:cifar10 \
         --workdir=runs/fig3/cifar10 \
-        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2
+        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2 \
+        --config.data.data_dir=../shared/data/tfds
 
 and the same on a 2-core CPU with the reduced setting (``small``, below):
 
     python -m experiments.compare --config=configs/fig3.py:cifar10,small \
         --workdir=runs/fig3_small/cifar10 \
-        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2
+        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2 \
+        --config.data.data_dir=../shared/data/tfds
 
 The argument is ``DATASET[,small]`` with DATASET one of cifar10, cifar100,
 cinic10 (default ``cifar10``).

@@ -4,16 +4,20 @@ Every method over three seeds, in one resumable command (SPEC §9):
 
     python -m experiments.compare --config=configs/table2.py:cifar10,noniid \
         --workdir=runs/table2/cifar10_noniid \
-        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2
+        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2 \
+        --config.data.data_dir=../shared/data/tfds
 
 and the same on a 2-core CPU with the reduced setting (``small``, below):
 
     python -m experiments.compare --config=configs/table2.py:cifar10,iid,small \
         --workdir=runs/table2_small/cifar10_iid \
-        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2
+        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2 \
+        --config.data.data_dir=../shared/data/tfds
 
 One run alone: ``python -m experiments.run --config=configs/table2.py:cifar10,iid
---workdir=DIR --config.method=allreduce``.
+--workdir=DIR --config.method=allreduce --config.data.data_dir=../shared/data/tfds``.
+Without ``--config.data.data_dir`` (or ``$COMDML_DATA_DIR``) CIFAR-10/100 is
+downloaded (README, *Data*).
 
 The argument is ``DATASET,SPLIT[,small]`` with DATASET one of cifar10,
 cifar100, cinic10 and SPLIT one of iid, noniid (default ``cifar10,iid``).

@@ -4,13 +4,15 @@ Every method over three seeds, in one resumable command (SPEC §9):
 
     python -m experiments.compare --config=configs/table3.py:50,resnet56 \
         --workdir=runs/table3/50_resnet56 \
-        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2
+        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2 \
+        --config.data.data_dir=../shared/data/tfds
 
 and the same on a 2-core CPU with the reduced setting (``small``, below):
 
     python -m experiments.compare --config=configs/table3.py:50,resnet56,small \
         --workdir=runs/table3_small/50_resnet56 \
-        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2
+        --methods=comdml,allreduce,fedavg,gossip,braintorrent --seeds=0,1,2 \
+        --config.data.data_dir=../shared/data/tfds
 
 The argument is ``AGENTS,MODEL[,small]`` with AGENTS one of 20, 50, 100 and
 MODEL one of resnet56, resnet110 (default ``20,resnet56``).

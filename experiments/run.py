@@ -2,6 +2,8 @@
 
 Override any config field with ``--config.x=y`` (e.g. ``--config.rounds=5``).
 Writes config.json, metrics.jsonl, summary.json, plots and checkpoints to DIR.
+On a terminal, progress bars count the rounds and the current round's batches
+(``--progress=on|off`` forces them on or off; a log to a file or pipe has none).
 
 Rerunning with the same DIR resumes from the last checkpoint, but only with the
 config that made the run: any field that changes the numbers must be equal to
@@ -18,12 +20,16 @@ and exit code 2.
 
 from __future__ import annotations
 
-import sys
+import time
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+_STARTED = time.perf_counter()  # the session's start-up counts from here (wall_time_s)
 
-from comdml_jax import launch
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from comdml_jax import launch  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (.py, optionally :arg).", lock_config=True
@@ -33,6 +39,13 @@ _WORKDIR = flags.DEFINE_string(
 )
 _FRESH = flags.DEFINE_bool(
     "fresh", False, "Discard a previous run's files in --workdir and start over."
+)
+_PROGRESS = flags.DEFINE_enum(
+    "progress",
+    "auto",
+    ["auto", "on", "off"],
+    "Progress bars of rounds and batches on stderr: auto (only when stderr is a terminal), "
+    "on or off.",
 )
 _DISTRIBUTED = launch.define_distributed_flags()
 flags.mark_flags_as_required(["config", "workdir"])
@@ -57,7 +70,13 @@ def main(argv):
     from comdml_jax.experiment import NonFiniteRunError, run
 
     try:
-        summary = run(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
+        summary = run(
+            _CONFIG.value,
+            _WORKDIR.value,
+            fresh=_FRESH.value,
+            progress=_PROGRESS.value,
+            started=_STARTED,
+        )
     except (ConfigError, DatasetNotFoundError) as e:  # run_dir.WorkdirError is a ConfigError
         fail(str(e))
     except NonFiniteRunError as e:  # the run diverged: its last good checkpoint is kept

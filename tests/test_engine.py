@@ -56,9 +56,12 @@ def _average(engine, g, agents, num_samples):
 
 
 def _train_round(engine, g, plan, batches, round_, lr):
-    agents = engine.train_agents(g, plan, batches, round_, lr)
+    ticks = []
+    agents = engine.train_agents(g, plan, batches, round_, lr, progress=ticks.append)
     return SimpleNamespace(
-        model=_average(engine, g, agents, batches.num_samples), train_loss=agents.train_loss
+        model=_average(engine, g, agents, batches.num_samples),
+        train_loss=agents.train_loss,
+        ticks=ticks,
     )
 
 
@@ -85,6 +88,13 @@ def test_vmap_and_loop_backends_agree(world):
     chex.assert_trees_all_close(loop.model, vmap.model, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(loop.train_loss[:4], vmap.train_loss[:4], atol=1e-5)
     assert np.isnan(loop.train_loss[4]) and np.isnan(vmap.train_loss[4])
+    # The progress callback counts batches: per agent on loop (the full group 2, 3, then
+    # the pair groups' slow agents 0 and 1), per group on vmap; both add up to the round.
+    nbs = np.asarray(batches.num_batches)
+    total = _engine(model, data, "loop").round_batches(PLAN, batches)
+    assert total == nbs[:4].sum() > 0
+    assert loop.ticks == [nbs[2], nbs[3], nbs[0], nbs[1]]
+    assert vmap.ticks == [nbs[2] + nbs[3], nbs[0], nbs[1]]
     # Aux heads of the cuts used moved; the others did not.
     for m in range(1, split.num_cuts(model)):
         moved = not np.allclose(

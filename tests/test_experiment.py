@@ -8,6 +8,7 @@ run in a subprocess, and the two equal-speed experiments (ComDML, AllReduce).
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,7 @@ SUMMARY_KEYS = {
     "time_to_target_s",
     "sim_time_s",
     "wall_time_s",
+    "startup_s",
 }
 PLOTS = ("accuracy_vs_time.png", "timeline_last_round.png", "partition.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -99,7 +101,7 @@ def resumed(cifar10_dir, tmp_path_factory):
     round's metrics and saving its checkpoint would.
     """
     workdir = tmp_path_factory.mktemp("resumed")
-    experiment.run(smoke_config(cifar10_dir, rounds=1), workdir)
+    first = experiment.run(smoke_config(cifar10_dir, rounds=1), workdir)
     ckpt = Checkpointer(workdir)
     stopped_step = ckpt.latest_step()
     ckpt.close()
@@ -117,6 +119,7 @@ def resumed(cifar10_dir, tmp_path_factory):
         records=read_records(workdir),
         stopped_step=stopped_step,
         stopped_records=stopped_records,
+        first_summary=first,
     )
 
 
@@ -142,7 +145,7 @@ def cli_run(cifar10_dir, tmp_path_factory):
         workdir, f"--config.data.data_dir={cifar10_dir}", "--config.target_accuracy=0.05", env=env
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return SimpleNamespace(workdir=workdir, records=read_records(workdir))
+    return SimpleNamespace(workdir=workdir, records=read_records(workdir), stderr=proc.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +215,8 @@ def test_summary_matches_the_metrics(uninterrupted):
     assert summary["target_accuracy"] == uninterrupted.config.target_accuracy
     assert summary["sim_time_s"] == records[-1]["sim_time_s"]
     assert summary["wall_time_s"] == records[-1]["wall_time_s"] > 0
+    # wall_time_s counts the start-up (data, model, split profile) before round 0.
+    assert 0 < summary["startup_s"] <= records[0]["wall_time_s"] <= records[-1]["wall_time_s"]
     target = uninterrupted.config.target_accuracy
     reached = [r["sim_time_s"] for r in records if r["test_accuracy"] >= target]
     assert summary["time_to_target_s"] == (reached[0] if reached else None)
@@ -286,6 +291,15 @@ def test_checkpoint_restores_the_exact_run_state(equal_speed):
     restored = experiment.restore_state(exp)
     assert type(restored.plateau) is type(state.plateau)
     chex.assert_trees_all_equal(restored, state)
+    # A checkpoint written before RunState had startup_s restores with startup_s = 0.
+    state = state._replace(round=np.asarray(7, np.int64), startup_s=np.asarray(3.5))
+    old = {k: v for k, v in experiment._to_tree(state).items() if k != "startup_s"}
+    ckpt = Checkpointer(exp.workdir)
+    ckpt.save(7, old)
+    ckpt.close()
+    restored = experiment.restore_state(exp)
+    assert float(restored.startup_s) == 0.0
+    chex.assert_trees_all_equal(restored, state._replace(startup_s=np.asarray(0.0)))
 
 
 @pytest.mark.slow
@@ -297,12 +311,21 @@ def test_resume_after_round_1_matches_the_uninterrupted_run(uninterrupted, resum
     assert resumed.stopped_step == 1 and len(resumed.stopped_records) == 1
     assert without_wall_time(resumed.records) == without_wall_time(uninterrupted.records)
     assert resumed.summary.keys() == uninterrupted.summary.keys()
-    for key in uninterrupted.summary.keys() - {"wall_time_s"}:
+    for key in uninterrupted.summary.keys() - {"wall_time_s", "startup_s"}:
         assert resumed.summary[key] == uninterrupted.summary[key], key
+    # Both sessions' start-ups are in the wall time: the first one's in round 0's record
+    # (written by the first session), both in round 1's.
+    first = resumed.first_summary["startup_s"]
+    wall = [r["wall_time_s"] for r in resumed.records]
+    assert 0 < first <= wall[0] == resumed.stopped_records[0]["wall_time_s"]
+    assert first < resumed.summary["startup_s"] <= wall[1]
+    assert wall[1] - wall[0] > resumed.summary["startup_s"] - first  # the 2nd start-up, and more
     want = final_state(uninterrupted.config, uninterrupted.workdir)
     got = final_state(resumed.config, resumed.workdir)
     assert int(got.round) == int(want.round) == 2
-    chex.assert_trees_all_equal(got._replace(wall_time_s=0.0), want._replace(wall_time_s=0.0))
+    chex.assert_trees_all_equal(
+        got._replace(wall_time_s=0.0, startup_s=0.0), want._replace(wall_time_s=0.0, startup_s=0.0)
+    )
 
 
 # ------------------------------------------------------------------ validation
@@ -350,6 +373,45 @@ def test_cli_writes_every_output(cli_run):
     ckpt = Checkpointer(wd)
     assert ckpt.latest_step() == 2
     ckpt.close()
+
+
+def _event_steps(workdir: Path) -> dict[str, list[int]]:
+    """TensorBoard tag -> the steps it was written at, over the event files in ``workdir``."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    steps = {}
+    for path in sorted(workdir.glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for v in event.summary.value:
+                steps.setdefault(v.tag, []).append(event.step)
+    return steps
+
+
+def test_metrics_log_and_tensorboard_number_rounds_alike(cli_run):
+    """Round r is r in metrics.jsonl, in the log line and at TensorBoard step r (0-based)."""
+    rounds = [r["round"] for r in cli_run.records]
+    assert rounds == [0, 1]
+    logged = [
+        (int(m.group(1)), int(m.group(2)))
+        for m in re.finditer(r"\] round (\d+) of 0-(\d+)  \d+ agents", cli_run.stderr)
+    ]
+    assert logged == [(r, 1) for r in rounds]
+    steps = _event_steps(cli_run.workdir)
+    assert steps["sim_time_s"] == steps["participants/count"] == rounds
+    assert "participants/mean" not in steps  # ids are counted, never averaged
+    # The CLI's start-up (imports included) is in the wall time of round 0.
+    summary = json.loads((cli_run.workdir / "summary.json").read_text())
+    assert 0 < summary["startup_s"] <= cli_run.records[0]["wall_time_s"]
+    assert re.search(r"start-up \d+\.\d s .*round 0 of 0-1 next", cli_run.stderr)
+    # stderr is a pipe here: no progress bar in the log.
+    assert "\r" not in cli_run.stderr and "batch/s" not in cli_run.stderr
+    assert "round/s" not in cli_run.stderr and "rounds:" not in cli_run.stderr
 
 
 # ------------------------------------------------------------------ configs

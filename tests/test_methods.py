@@ -1,6 +1,6 @@
 """Every method of the paper on one engine: plans, prices and merges (issue 15).
 
-Times are checked against values computed by hand from SPEC §7's formulas on
+Times are checked against values computed by hand from the formulas of docs/timing_model.md on
 a 3-agent world; merges against hand-traced averages of stand-in models whose
 "training" is known; whole rounds against each other through ``run_round``.
 """
@@ -249,7 +249,7 @@ def test_braintorrent_pulls_only_newer_versions_and_others_keep_their_models():
     plan1 = method.plan(ctx1, state)
     if plan1.aggregator == a:
         assert [i for i, _ in plan1.transfers] == [x]
-    else:  # x aggregates: it never merged anything, but pulls only from participants (SPEC §7)
+    else:  # x aggregates: it never merged anything, but pulls only from participants
         assert [i for i, _ in plan1.transfers] == [a]
 
 

@@ -1,7 +1,7 @@
 """Who takes part when the participants' graph splits, and what a round charges (issue 24).
 
-SPEC §7: AllReduce and ComDML run in the largest connected component of the
-sampled, connected agents P; FedAvg reaches its server whatever the peer
+docs/timing_model.md, Participants: AllReduce and ComDML run in the largest
+connected component of the sampled, connected agents P; FedAvg reaches its server whatever the peer
 topology; Gossip and BrainTorrent let every agent of P train, and exchange only
 between agents of P. The run and the plan CLI charge Ñ_i = E · N_i / B
 (SPEC §1). Every expected number below is computed by hand from the SPEC
@@ -41,12 +41,12 @@ def tiny():
 
 
 def t_ref_table1(profile, gamma=1.0):
-    """SPEC §5's Table I calibration: t_ref / 2^γ = (5573 / 621) · ν^1 · 8 / (50 · 1e6)."""
+    """Table I's calibration (docs/timing_model.md): t_ref / 2^γ = 5573/621 · ν^1 · 8 / 50e6."""
     return 5573.0 / (655.0 - 34.0) * profile.bytes_per_batch[1] * 8 / 50e6 * 2.0**gamma
 
 
 def xfer(num_bytes, mbps, hops=1):
-    """SPEC §7: bytes · 8 / (rate · 1e6) + α per hop."""
+    """docs/timing_model.md: bytes · 8 / (rate · 1e6) + α per hop."""
     return num_bytes * 8 / (mbps * 1e6) + hops * ALPHA
 
 
@@ -197,7 +197,7 @@ def test_the_plan_cli_prices_round_0_as_a_training_run_does(cifar10_dir, tmp_pat
     t_ref = t_ref_table1(tiny)
     cpu = (4.0, 2.0, 1.0, 0.5, 0.2)
     alone = [n * t_ref / s for n, s in zip(nb, cpu, strict=True)]
-    # SPEC §5 halving/doubling over K = 5 (p = 4, r = 1) at β = 10 Mbps, X = 8b / (10 · 1e6):
+    # halving/doubling (docs/timing_model.md), K = 5 (p = 4, r = 1), β = 10 Mbps, X = 8b / 10e6:
     # 2 log2(4) α + 2 (3/4) X + 2 α + 2 X
     x = tiny.model_bytes * 8 / 10e6
     allreduce = 2 * 2 * ALPHA + 2 * 0.75 * x + 2 * ALPHA + 2 * x

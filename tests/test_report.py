@@ -146,7 +146,7 @@ def test_rounds_to_target_counts_rounds_as_the_log_does():
         {"round": i, "sim_time_s": 10.0 * (i + 1), "test_accuracy": a}
         for i, a in enumerate([0.1, None, 0.5, 0.6])
     ]
-    assert cmp.rounds_to_target(recs, 0.5) == 3  # the record of round 2 is the log's "3/4"
+    assert cmp.rounds_to_target(recs, 0.5) == 3  # a count: round 2 is the third round run
     assert cmp.rounds_to_target(recs, 0.7) is None
     s = cmp.seed_summary(4, recs, 0.5)
     assert (s["seed"], s["time_to_target_s"], s["rounds_to_target"], s["rounds"]) == (4, 30.0, 3, 4)
@@ -215,7 +215,7 @@ def test_timeline_titles_the_round_as_the_log_numbers_it(tmp_path, monkeypatch):
         "pairs": [[1, 3, 2]],
     }
     plots.plot_round_timeline(record, tmp_path / "t.png", total_rounds=12)
-    assert titles == ["round 12/12: 50.0 s simulated"]
+    assert titles == ["round 11 of 0-11: 50.0 s simulated"]
     assert ("→ fast 3 (cut 2)", 1) in notes and ("← slow 1 (cut 2)", 3) in notes
     assert ("sat out", 2) in notes
 
@@ -273,13 +273,53 @@ def test_scalars_of_a_record():
     assert scalars(RECORDS[0]) == {
         "sim_time_s": 12.5,
         "train_loss": 2.25,
+        "pairs/count": 1.0,
         "compute_s/mean": 2.0,
         "compute_s/max": 3.0,
     }
     assert scalars({"round": 3, "x": float("nan"), "y": np.float32(0.5)}) == {"y": 0.5}
 
 
-def test_tensorboard_events_hold_the_records_at_step_round_plus_one(tmp_path):
+def test_scalars_count_id_lists_and_average_times_over_participants_only():
+    """Agents 1 and 3 of 5 sat out: their zeros must not pull the means down."""
+    record = {
+        "round": 4,
+        "participants": [0, 2, 4],
+        "merged": [0, 4],
+        "pairs": [[2, 0, 3]],
+        "transfers": [],
+        "num_participants": 3,
+        "compute_s": [2.0, 0.0, 4.0, 0.0, 9.0],
+        "comm_s": [1.0, 0.0, 0.0, 0.0, 0.5],
+        "idle_s": [7.0, 0.0, 5.0, 0.0, 0.0],
+        "exchange_s": [0.25, 0.0, 0.25, 0.0, 0.25],
+        "other": [1.0, 0.0, 2.0],  # not per agent: every entry counts
+    }
+    assert scalars(record) == {
+        "participants/count": 3.0,
+        "merged/count": 2.0,
+        "pairs/count": 1.0,
+        "transfers/count": 0.0,
+        "num_participants": 3.0,
+        "compute_s/mean": (2.0 + 4.0 + 9.0) / 3,
+        "compute_s/max": 9.0,
+        "comm_s/mean": (1.0 + 0.0 + 0.5) / 3,
+        "comm_s/max": 1.0,
+        "idle_s/mean": (7.0 + 5.0 + 0.0) / 3,
+        "idle_s/max": 7.0,
+        "exchange_s/mean": 0.25,
+        "exchange_s/max": 0.25,
+        "other/mean": 1.0,
+        "other/max": 2.0,
+    }
+    # A skipped round: nobody took part, so there are no per-agent times to average.
+    assert scalars({"round": 5, "participants": [], "skipped": True, "round_time_s": 0.0}) == {
+        "participants/count": 0.0,
+        "round_time_s": 0.0,
+    }
+
+
+def test_tensorboard_events_hold_the_records_at_step_round(tmp_path):
     writers = MetricWriters.for_workdir(tmp_path)
     for r in RECORDS:
         writers.write(r)
@@ -290,9 +330,10 @@ def test_tensorboard_events_hold_the_records_at_step_round_plus_one(tmp_path):
     expected = {}
     for r in RECORDS:
         for tag, v in scalars(r).items():
-            expected.setdefault(tag, []).append((r["round"] + 1, v))
+            expected.setdefault(tag, []).append((r["round"], v))
     assert events == expected  # the values are exact in float32 (simple_value)
-    assert events["test_accuracy"] == [(2, 0.375)]  # the unevaluated round 0 has no point
+    assert events["test_accuracy"] == [(1, 0.375)]  # the unevaluated round 0 has no point
+    assert events["pairs/count"] == [(0, 1.0), (1, 0.0)]
     assert [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
         json.loads(json.dumps(r)) for r in RECORDS
     ]
@@ -313,7 +354,7 @@ def test_tensorboard_resume_purges_the_rounds_run_again(tmp_path):
     assert len(files) == 2
     start = event_pb2.SessionLog.START
     starts = [e.step for e in _events(files[1]) if e.session_log.status == start]
-    assert starts == [2]  # TensorBoard hides the first file's events at steps >= 2
-    assert _read_events(files[1])["train_loss"] == [(2, 2.0)]
-    assert _read_events(files[0])["train_loss"] == [(1, 2.25), (2, 2.0)]  # the old file is kept
+    assert starts == [1]  # TensorBoard hides the first file's events at steps >= 1
+    assert _read_events(files[1])["train_loss"] == [(1, 2.0)]
+    assert _read_events(files[0])["train_loss"] == [(0, 2.25), (1, 2.0)]  # the old file is kept
     assert JsonlWriter(tmp_path / "none.jsonl").read() == []

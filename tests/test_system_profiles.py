@@ -1,4 +1,4 @@
-"""Profiles, topology and config validation (SPEC §5)."""
+"""Profiles, topology and config validation (docs/timing_model.md)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Timing model (SPEC §5, eq. (4)) and AllReduce against hand-computed values."""
+"""Timing model (docs/timing_model.md, eq. (4)) and AllReduce against hand-computed values."""
 
 import math
 
@@ -178,7 +178,7 @@ def test_cpu_flops_calibration_from_table1_by_hand():
     for gamma in (1.0, 0.617):
         t_ref = 5573 / (655 - 34) * per_batch_comm * 2**gamma
         assert calibrate_cpu_flops(prof, gamma) == pytest.approx(56.3e9 / t_ref)
-    # roughly 3 GFLOP/s per simulated CPU (SPEC §5)
+    # roughly 3 GFLOP/s per simulated CPU (docs/timing_model.md)
     assert 2.9e9 < calibrate_cpu_flops(prof, 1.0) < 3.1e9
     calibrated = TimingParams(cpu_gamma=1.0, cpu_flops_calibration="table1")
     plan = RoundPlan.alone(np.array([True]))

@@ -1,4 +1,4 @@
-"""Decentralised AllReduce training (SPEC §7): everyone trains the full model alone.
+"""Decentralised AllReduce training (docs/timing_model.md): everyone trains the full model alone.
 
 Time formula, with P the round's participants:
   τ_i = Ñ_i · t_ref / s_i (eq. (4) without offloading),
@@ -6,8 +6,9 @@ Time formula, with P the round's participants:
 with T_allreduce the configured AllReduce over P (halving/doubling by default,
 ``system.allreduce``; on a non-complete topology priced on the routes, see
 ``system.timing``). When the participants' graph splits, only its largest
-connected component takes part (SPEC §7). Merge: the data-size-weighted average of every
-participant's model (SPEC §4), which every agent starts the next round from.
+connected component takes part (docs/timing_model.md). Merge: the
+data-size-weighted average of every participant's model (SPEC §4), which
+every agent starts the next round from.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class AllReduce(GlobalModelMethod):
     exchange = "allreduce"
     on_split = (
         "it needs one collective, so each round only the largest connected component of the "
-        "participants trains and merges; the sampled agents outside it sit out (SPEC §7)"
+        "participants trains and merges; the sampled agents outside it sit out "
+        "(docs/timing_model.md)"
     )
     take_part = staticmethod(largest_component)
 

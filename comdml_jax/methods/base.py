@@ -17,9 +17,9 @@ models (:mod:`comdml_jax.methods.per_agent`) keep them stacked [K, ...].
 Every random choice a method makes (gossip targets, the aggregator) comes
 from its own host stream ``rng_for(seed, purpose, round[, agent])``.
 
-Who takes part (SPEC §7, "Who takes part when the participants' graph
-splits") is the method's rule too: ``take_part(links, candidates)`` keeps the
-round's participants among its candidates (sampled, link > 0). The methods
+Who takes part (docs/timing_model.md, "Participants") is the method's rule
+too: ``take_part(links, candidates)`` keeps the round's participants among
+its candidates (sampled, link > 0). The methods
 that need one collective (AllReduce, ComDML) keep the largest connected
 component (:func:`largest_component`); the others let every candidate train
 (:func:`every_candidate`). ``on_split`` says in words what the method does with
@@ -96,7 +96,7 @@ def every_candidate(links: Links, candidates: BoolArray) -> BoolArray:
 
 
 class Method(Protocol):
-    """A training method under the common timing model (SPEC §7)."""
+    """A training method under the common timing model (docs/timing_model.md)."""
 
     name: str
     per_agent: bool  # whether agents keep their own models across rounds
@@ -162,7 +162,7 @@ def split_warning(topology: Topology, method: Method) -> str | None:
 
     The topology's own groups (every agent connected); with every agent
     sampled and connected, the method's rule names the agents that sit out
-    (SPEC §7). Long lists are cut short, so the line stays readable at K = 10,000.
+    (docs/timing_model.md). Long lists are cut short, so the line stays readable at K = 10,000.
 
     Args:
       topology: the run's topology.

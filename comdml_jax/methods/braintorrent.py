@@ -1,11 +1,11 @@
-"""BrainTorrent (Roy et al. 2019), SPEC §7.
+"""BrainTorrent (Roy et al. 2019), docs/timing_model.md.
 
 Every agent keeps its own model and a version counter, bumped each time it
 trains; every agent also remembers, for each other agent, the version it last
 merged from it.
 
 Participants: every sampled agent with a link > 0, also when their graph
-splits (SPEC §7). Plan: each participant trains its own model one local epoch
+splits (docs/timing_model.md). Plan: each participant trains its own model one local epoch
 (its version goes up by one). One participant a, drawn uniformly from
 ``rng_for(seed, Purpose.AGGREGATOR, round)``, is the aggregator. It pulls the
 model of every participant it can reach this round (a route from a, which may
@@ -73,7 +73,7 @@ class BrainTorrent(PerAgentMethod):
     on_split = (
         "every sampled, connected agent trains its own model; the aggregator pulls only from "
         "participants it can reach, so the other groups' models are not merged that round "
-        "(SPEC §7)"
+        "(docs/timing_model.md)"
     )
     take_part = staticmethod(every_candidate)
 

@@ -1,14 +1,14 @@
 """ComDML (paper Sec. IV): pair slow agents with faster ones, then AllReduce.
 
 Plan: the configured scheduler, Algorithm 1's greedy pairing by default
-(``system.scheduler``). Time formula (eq. (4), SPEC §5), with P the round's
+(``system.scheduler``). Time formula (eq. (4), docs/timing_model.md), with P the round's
 participants:
   alone:             τ_i = Ñ_i t_ref / s_i,
   slow i at cut m:   τ_i = Ñ_i T_s^m t_ref / s_i,
   its partner j:     τ_j = Ñ_j t_ref / s_j + Ñ_i ν^m / c_ij + Ñ_i T_f^m t_ref / s_j,
   round = max_{i∈P} τ_i + T_allreduce.
 When the participants' graph splits, only its largest connected component
-takes part, as the AllReduce needs (SPEC §7).
+takes part, as the AllReduce needs (docs/timing_model.md).
 Merge: as AllReduce, the data-size-weighted average; a slow agent's model is
 its front joined with the back its partner trained for it; auxiliary heads are
 averaged per cut over the agents that used that cut (SPEC §4).
@@ -25,7 +25,8 @@ class ComDML(GlobalModelMethod):
     exchange = "allreduce"
     on_split = (
         "it needs one collective, so each round only the largest connected component of the "
-        "participants trains and merges; the sampled agents outside it sit out (SPEC §7)"
+        "participants trains and merges; the sampled agents outside it sit out "
+        "(docs/timing_model.md)"
     )
     take_part = staticmethod(largest_component)
 

@@ -1,9 +1,9 @@
-"""FedAvg (McMahan et al. 2017) with a server under the common timing model (SPEC §7).
+"""FedAvg (McMahan et al. 2017) with a server under the common timing model (docs/timing_model.md).
 
 A server (not a peer) with its own link of S Mbps (``system.server_bandwidth_mbps``,
 default 1,000) is reached directly by every agent, whatever the peer topology.
 P is every sampled agent with a link > 0, also when the peer graph splits
-(SPEC §7). The server link is shared fairly by the round's participants P, so agent i
+(docs/timing_model.md). The server link is shared fairly by the round's participants P, so agent i
 moves data at r_i = min(bw_i, S / |P|).
 
 Time formula, with b the model bytes, α the per-message latency and
@@ -32,7 +32,7 @@ class FedAvg(GlobalModelMethod):
     exchange = "server"
     on_split = (
         "it reaches its server directly, so every sampled, connected agent trains whatever "
-        "the peer topology (SPEC §7)"
+        "the peer topology (docs/timing_model.md)"
     )
     take_part = staticmethod(every_candidate)
 

@@ -1,10 +1,11 @@
-"""Gossip Learning (Ormándi et al.; Hegedűs et al. 2019), SPEC §7.
+"""Gossip Learning (Ormándi et al.; Hegedűs et al. 2019), docs/timing_model.md.
 
 Every agent keeps its own model across rounds.
 
 Participants: every sampled agent with a link > 0, also when their graph
-splits (SPEC §7). Plan: each participant i trains its own model for one local epoch, then sends
-it to one neighbour j drawn uniformly among its connected participants (the
+splits (docs/timing_model.md). Plan: each participant i trains its own model
+for one local epoch, then sends it to one neighbour j drawn uniformly among
+its connected participants (the
 participants with a usable direct link, c_ij > 0), from
 ``rng_for(seed, Purpose.GOSSIP, round)`` seeded further by the agent. An agent
 with no connected participant sends nothing. ``plan.sends[i]`` is i's target.
@@ -76,7 +77,8 @@ class Gossip(PerAgentMethod):
     exchange = "gossip"
     on_split = (
         "every sampled, connected agent trains its own model; models go only to direct "
-        "neighbours among the participants, so an agent without one keeps its own (SPEC §7)"
+        "neighbours among the participants, so an agent without one keeps its own "
+        "(docs/timing_model.md)"
     )
     take_part = staticmethod(every_candidate)
 

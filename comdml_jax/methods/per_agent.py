@@ -6,10 +6,10 @@ devices and K is a multiple of their number, the stack is sharded over the
 ``agents`` axis; otherwise it lives on the first device. Auxiliary heads are
 shared and never trained: these methods do not offload.
 
-Evaluation (SPEC §7): the consensus model is the data-size-weighted average of
-the participants' models after the merge (of every agent's, in a round without
-participants); each agent's own model is evaluated every ``eval_agents_every``
-rounds by the experiment.
+Evaluation (docs/timing_model.md, *The methods*): the consensus model is the
+data-size-weighted average of the participants' models after the merge (of
+every agent's, in a round without participants); each agent's own model is
+evaluated every ``eval_agents_every`` rounds by the experiment.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class PerAgentMethod:
         return StartModels(ModelVars(mstate.params, mstate.batch_stats, mstate.aux), True)
 
     def consensus(self, mstate, ctx) -> ModelVars:
-        """The data-size-weighted average of the participants' models (SPEC §7)."""
+        """The data-size-weighted average of the participants' models."""
         part = np.asarray(ctx.env.participants, bool)
         who = part if part.any() else np.ones_like(part)
         w = np.where(who, np.asarray(ctx.num_samples, np.float64), 0.0)

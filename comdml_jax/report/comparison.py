@@ -36,7 +36,7 @@ MethodRuns = Mapping[str, Sequence[SeedSummary]]  # method -> per-seed summaries
 
 
 def rounds_to_target(records: Sequence[dict], target: float) -> int | None:
-    """The number of rounds run when the test accuracy first reached ``target`` (1-based).
+    """The number of rounds run when the test accuracy first reached ``target`` (a count).
 
     Args:
       records: a run's ``metrics.jsonl`` records, in round order (``round`` 0-based).

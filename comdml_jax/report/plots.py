@@ -2,8 +2,9 @@
 
 Drawn on matplotlib's Agg canvas without pyplot, so they work headless and in
 threads. Every time axis is in simulated seconds, the unit of the metrics log
-and the tables. Rounds are numbered as the log numbers them: the record of
-``round`` r (0-based) is "round r+1/R".
+and the tables. Rounds are numbered as ``metrics.jsonl`` and the log number them,
+from 0: the record of ``round`` r is "round r of 0-(R-1)"
+(:func:`comdml_jax.report.progress.round_label`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
+
+from comdml_jax.report.progress import round_label
 
 Records = Sequence[dict]  # one run's metrics.jsonl records, in round order
 
@@ -224,7 +227,7 @@ def plot_round_timeline(
         ``exchange_s`` (or ``allreduce_time_s``), ``pairs`` as (slow, fast, cut),
         ``method``, ``round`` 0-based).
       path: PNG path.
-      total_rounds: R, for the title "round r+1/R" (the log's numbering).
+      total_rounds: R, for the title "round r of 0-(R-1)" (the log's numbering).
     """
     compute = np.asarray(record["compute_s"], float)
     comm = np.asarray(record["comm_s"], float)
@@ -273,8 +276,7 @@ def plot_round_timeline(
     ax.set_ylabel("agent")
     ax.set_xlabel("simulated time (s)")
     ax.xaxis.set_major_formatter(_SECONDS)
-    r = int(record["round"]) + 1
-    title = f"round {r}/{total_rounds}" if total_rounds else f"round {r}"
+    title = round_label(record["round"], total_rounds)
     if "round_time_s" in record:
         title += f": {float(record['round_time_s']):,.1f} s simulated"
     ax.set_title(title, pad=20)

@@ -71,13 +71,24 @@ def _number(x) -> float | None:
     return x if math.isfinite(x) else None
 
 
+# Lists of agent ids (or of id tuples): their TensorBoard scalar is how many there are.
+ID_LISTS = ("participants", "merged", "pairs", "transfers")
+# Per-agent [K] lists whose entries of agents that sat out the round are 0, not a time.
+PER_AGENT = ("compute_s", "comm_s", "idle_s", "exchange_s")
+
+
 def scalars(record: dict) -> dict[str, float]:
     """The TensorBoard scalars of one metrics record.
 
     Every finite numeric field except ``round`` becomes one scalar under its own
-    name. A list of numbers (the per-agent ``compute_s``, ``comm_s``,
-    ``idle_s``) becomes ``NAME/mean`` and ``NAME/max``; other lists (``pairs``),
-    strings, None (a round without a test evaluation) and NaN are skipped.
+    name. A list of agent ids or id tuples (:data:`ID_LISTS`: ``participants``,
+    ``merged``, ``pairs``, ``transfers``) becomes ``NAME/count``, its length. A
+    per-agent list of times (:data:`PER_AGENT`: ``compute_s``, ``comm_s``,
+    ``idle_s``, ``exchange_s``) becomes ``NAME/mean`` and ``NAME/max`` over the
+    round's participants only (all agents when the record lists none); any
+    other list of numbers becomes ``NAME/mean`` and ``NAME/max`` over its
+    entries. Other lists, strings, None (a round without a test evaluation)
+    and NaN are skipped.
 
     Args:
       record: one metrics record.
@@ -86,11 +97,17 @@ def scalars(record: dict) -> dict[str, float]:
       tag -> value.
     """
     out = {}
+    who = record.get("participants")
     for key, value in record.items():
         if key == "round":
             continue
         value = to_jsonable(value)  # numpy scalars and arrays to Python numbers and lists
+        if key in ID_LISTS and isinstance(value, list):
+            out[f"{key}/count"] = float(len(value))
+            continue
         if isinstance(value, list):
+            if key in PER_AGENT and isinstance(who, list | tuple):
+                value = [value[int(i)] for i in to_jsonable(who) if int(i) < len(value)]
             nums = [_number(v) for v in value]
             if nums and all(v is not None for v in nums):
                 out[f"{key}/mean"] = sum(nums) / len(nums)
@@ -105,8 +122,8 @@ def scalars(record: dict) -> dict[str, float]:
 class TensorBoardWriter:
     """TensorBoard event files (tensorboardX, no TensorFlow) in ``logdir``.
 
-    Each record's :func:`scalars` are written at ``step = round + 1``, the log's
-    1-based round number (the number of rounds done), and flushed every round.
+    Each record's :func:`scalars` are written at ``step = round``, the 0-based
+    round index of ``metrics.jsonl`` and of the log, and flushed every round.
     On resume, :meth:`truncate` opens the next event file with tensorboardX's
     ``purge_step``, so TensorBoard hides the earlier file's events of the
     rounds that are run again.
@@ -119,13 +136,13 @@ class TensorBoardWriter:
 
     @staticmethod
     def step(record: dict) -> int:
-        """The TensorBoard step of a record: its 1-based round number."""
-        return int(record["round"]) + 1
+        """The TensorBoard step of a record: its 0-based round index, as in ``metrics.jsonl``."""
+        return int(record["round"])
 
     def truncate(self, keep_rounds_below: int) -> None:
         """Hides events of rounds >= ``keep_rounds_below`` written by an earlier run."""
         self.close()
-        self._purge_step = int(keep_rounds_below) + 1
+        self._purge_step = int(keep_rounds_below)
 
     def write(self, record: dict) -> None:
         if self._writer is None:

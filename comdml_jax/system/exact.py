@@ -1,4 +1,4 @@
-"""Exact solution of problem (5) for small K, and the greedy's gap to it (SPEC §6).
+"""Exact solution of problem (5) for small K, and the greedy's gap to it (docs/timing_model.md).
 
 Problem (5): minimise max_i τ_i (eq. (4)) over pairings γ_ij and cuts m. The
 feasible pairings are those the paper's setting allows: slow agent i may

@@ -1,4 +1,4 @@
-"""The greedy scheduler's gap to the exact optimum of problem (5) (SPEC §6).
+"""The greedy scheduler's gap to the exact optimum of problem (5) (docs/timing_model.md).
 
 The only place that needs both Algorithm 1 (``scheduler``) and the exact
 solver (``exact``), so neither of them imports the other.

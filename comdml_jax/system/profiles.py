@@ -1,4 +1,4 @@
-"""Agent compute and link profiles, round by round (SPEC §5 "Agent profiles").
+"""Agent compute and link profiles, round by round (docs/timing_model.md, "Profiles").
 
 Every agent has a compute speed ``cpu`` (simulated CPUs, default set
 {4, 2, 1, 0.5, 0.2}) and a link speed ``bandwidth_mbps`` (default set

@@ -1,4 +1,4 @@
-"""Routes between agents on one round's usable links (SPEC §5 "Topology", §6 "Routing").
+"""Routes between agents on one round's usable links (docs/timing_model.md, "Routes").
 
 The model (unchanged by this module, only computed faster). Messages between
 two agents travel along a shortest path (fewest hops) in the graph of usable

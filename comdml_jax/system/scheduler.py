@@ -1,4 +1,4 @@
-"""The pairing scheduler: the paper's Algorithm 1 (SPEC §6), host-side numpy.
+"""The pairing scheduler: the paper's Algorithm 1 (docs/timing_model.md), host-side numpy.
 
 Each round, with τ̂_i = Ñ_i · t_ref / s_i every participant's time alone:
 

@@ -1,4 +1,4 @@
-"""The timing model: simulated seconds per round (SPEC §5, the paper's eq. (4)).
+"""The timing model: simulated seconds per round (docs/timing_model.md; the paper's eq. (4)).
 
 Nothing here reads a clock. Every time is computed from the agents' profiles,
 the split profile and a few parameters, so a run's simulated time is the same
@@ -63,14 +63,14 @@ def transfer_s(num_bytes, mbps):
 
 
 def xfer_s(num_bytes, mbps, latency_s, hops=1):
-    """One message (SPEC §7): bytes · 8 / (Mbps · 1e6) + hops · α seconds (vectorised).
+    """One message: bytes · 8 / (Mbps · 1e6) + hops · α seconds (vectorised).
 
     ``mbps`` is the route's bottleneck and ``hops`` its length; a direct link is one hop.
     """
     return transfer_s(num_bytes, mbps) + np.asarray(hops) * latency_s
 
 
-# --- Table I calibration (SPEC §5 "Calibrate the default cpu_flops") ---
+# --- Table I calibration (docs/timing_model.md, "Compute") ---
 
 TABLE1_SETTING1 = {
     "fast_cpu": 2.0,  # the fast agent's CPUs
@@ -129,7 +129,7 @@ class TimingParams:
       cpu_flops_calibration: '' to use ``cpu_flops`` as given, or a name in
         :data:`CALIBRATIONS` to derive it from the split profile instead.
       server_bandwidth_mbps: S, FedAvg's server link, shared fairly by the
-        round's participants (SPEC §7).
+        round's participants.
     """
 
     cpu_flops: float = 3.0e9
@@ -147,7 +147,7 @@ class TimingParams:
         if not self.server_bandwidth_mbps > 0:
             raise ValueError(
                 f"system.server_bandwidth_mbps = {self.server_bandwidth_mbps} must be > 0 "
-                "(the FedAvg server's link; SPEC default 1000)"
+                "(the FedAvg server's link; default 1000)"
             )
         if not self.latency_s >= 0:
             raise ValueError(f"system.latency_s = {self.latency_s} must be >= 0")

@@ -1,4 +1,4 @@
-"""Who can talk to whom, and how fast (SPEC §5 "Topology").
+"""Who can talk to whom, and how fast (docs/timing_model.md, "Topology").
 
 A :class:`Topology` is fixed for a run (built once from ``system.topology``);
 a :class:`Links` is one round's link capacities on it:
@@ -349,7 +349,7 @@ def _sparse_from_matrix(c: np.ndarray) -> tuple[IntArray, IntArray, FloatArray]:
 
 
 def link_capacities(topology: Topology, bandwidth_mbps: FloatArray) -> Links:
-    """One round's c_ij on a topology (SPEC §5: c_ij = min(bw_i, bw_j) on edges).
+    """One round's c_ij on a topology (c_ij = min(bw_i, bw_j) on edges).
 
     O(K + E). The result is cached on the topology by the bandwidth vector
     (the last :data:`LINKS_CACHE_SIZE` vectors), so rounds with unchanged

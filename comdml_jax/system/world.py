@@ -1,4 +1,4 @@
-"""The simulated world of a run, built once from the config (SPEC §5–6).
+"""The simulated world of a run, built once from the config (docs/timing_model.md).
 
 The engine's per-round use::
 
@@ -13,11 +13,11 @@ Participants of round r (:meth:`System.participants_at`):
      ``max(1, round(participation * K))`` agents drawn without replacement
      from rng(seed, Purpose.PARTICIPATION, r);
   2. connected: bw_i > 0 this round; the sampled, connected agents are the
-     round's candidates (SPEC §7's P, ``RoundState.candidates``);
+     round's candidates (P of docs/timing_model.md, ``RoundState.candidates``);
   3. who of them takes part is the method's rule (``take_part``, owned by each
-     method in ``comdml_jax.methods``, SPEC §7 "Who takes part when the
-     participants' graph splits"). The default, :func:`main_component`, is the
-     rule of the methods that need one collective (AllReduce, ComDML, and the
+     method in ``comdml_jax.methods``; docs/timing_model.md, "Participants").
+     The default, :func:`main_component`, is the rule of the methods that
+     need one collective (AllReduce, ComDML, and the
      scheduler behind :meth:`System.plan`): on a topology that is not
      complete, only the candidates in the routing component holding most of
      them (ties: the component with the lowest agent) take part, so the
@@ -106,7 +106,7 @@ class RoundState:
       links: the round's c_ij.
       participants: [K] bool, the agents that take part: the candidates the
         method's rule keeps (module docstring, step 3).
-      candidates: [K] bool, sampled and connected (SPEC §7's P); None: the
+      candidates: [K] bool, sampled and connected (P of docs/timing_model.md); None: the
         participants.
     """
 

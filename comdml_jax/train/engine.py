@@ -427,7 +427,14 @@ class Engine:
 
     # -- backends -------------------------------------------------------------------
 
-    def _run_loop(self, group: Group, start: StartModels, batches: AgentBatches, round_, lr):
+    def round_batches(self, plan: RoundPlan, batches: AgentBatches) -> int:
+        """The batches this process trains in the round of ``plan`` (what ``progress`` counts)."""
+        nbs = np.asarray(batches.num_batches)
+        return int(sum(int(nbs[list(g.agents)].sum()) for g in groups_of(plan, self.owned)))
+
+    def _run_loop(
+        self, group: Group, start: StartModels, batches: AgentBatches, round_, lr, progress=None
+    ):
         role, cut = group.role, group.cut
         step = self._loop_step(role, cut)
         put = self._put_row(role, cut)
@@ -445,13 +452,19 @@ class Engine:
                 buf = self._rows_buffer(state, len(group.agents))
             buf = put(buf, np.int32(row), state)
             losses.append(agent_losses)
+            if progress is not None:
+                if agent_losses:
+                    agent_losses[-1].block_until_ready()
+                progress(int(nbs[a]))
         # One transfer for every loss of the group, and the means on the host.
         host = jax.device_get(losses)
         means = [float(np.mean(x)) if len(x) else np.nan for x in host]
         n = len(group.agents)
         return jax.tree.map(lambda x: x[:n], buf), np.asarray(means)
 
-    def _run_vmap(self, group: Group, start: StartModels, batches: AgentBatches, round_, lr):
+    def _run_vmap(
+        self, group: Group, start: StartModels, batches: AgentBatches, round_, lr, progress=None
+    ):
         n = len(group.agents)
         n_dev = self.mesh.devices.size
         n_pad = n + (-n) % n_dev
@@ -481,6 +494,9 @@ class Engine:
         states, losses = epoch(
             states, self.data.x, self.data.y, idx_d, mask_d, jnp.int32(round_), agents_d
         )
+        if progress is not None:
+            losses.block_until_ready()
+            progress(int(np.asarray(batches.num_batches)[agents].sum()))
         return jax.tree.map(lambda x: x[:n], states), losses[:n]
 
     # -- a round ----------------------------------------------------------------------
@@ -503,7 +519,11 @@ class Engine:
           batches: every agent's batches for this round.
           round_: the round index r (keys the augmentation).
           lr: the learning rate of this round.
-          progress: called with the number of agents of each group once it is trained.
+          progress: called with a number of batches as they are trained: after
+            each agent's local epoch on the ``loop`` backend (which then waits
+            for that agent's last step, so the count is honest), after each
+            group on ``vmap``. The counts of a round add up to
+            :meth:`round_batches`. Used for the terminal's progress bar.
 
         Returns:
           Every participant's model after its local epoch, stacked.
@@ -524,7 +544,7 @@ class Engine:
         models, order, aux, skipped = [], [], {}, []
         losses = np.full(len(plan.participants), np.nan)
         for group in groups_of(plan, self.owned):
-            states, group_losses = run(group, start, batches, round_, lr)
+            states, group_losses = run(group, start, batches, round_, lr, progress)
             group_losses = np.asarray(group_losses)
             losses[list(group.agents)] = group_losses
             if group.role == "full":
@@ -543,8 +563,6 @@ class Engine:
                 if heads is not None:
                     aux[group.cut] = (heads, group.agents)
                 order.extend(group.agents)
-            if progress is not None:
-                progress(len(group.agents))
         if models:
             stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *models)
         else:
