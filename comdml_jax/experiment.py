@@ -370,7 +370,7 @@ def run_round(
         # on_nonfinite=skip, and every group of the round diverged: nothing is left to merge,
         # and a run that went on would skip every later round too and still exit 0.
         raise NonFiniteRunError(
-            f"method {cfg.method}, round {r + 1}: every group of the round produced a "
+            f"method {cfg.method}, round {r}: every group of the round produced a "
             f"non-finite loss or model ({len(trained.skipped)} of {len(trained.skipped)} "
             "skipped, train.on_nonfinite=skip), so nothing is left to merge; lower optim.lr "
             f"(a run with another lr starts over: --fresh or another --workdir). {_KEPT}"

@@ -209,9 +209,9 @@ def test_a_round_whose_every_group_diverges_stops_a_skip_run(cifar10_dir, tmp_pa
     (issue 24 item 11: lr=1e6 used to skip every group of every round and exit 0)."""
     original = Engine._run_loop
 
-    def poisoned(self, group, start, batches, round_, lr):
-        states, losses = original(self, group, start, batches, round_, lr)
-        if round_ == 1:  # every group of round 2 diverges
+    def poisoned(self, group, start, batches, round_, lr, *rest):
+        states, losses = original(self, group, start, batches, round_, lr, *rest)
+        if round_ == 1:  # every group of round 1 (the second) diverges
             losses = np.full_like(np.asarray(losses), np.nan)
         return states, losses
 
@@ -226,8 +226,8 @@ def test_a_round_whose_every_group_diverges_stops_a_skip_run(cifar10_dir, tmp_pa
     with pytest.raises(experiment.NonFiniteRunError) as err:
         experiment.run(config, workdir)
     msg = str(err.value)
-    assert "round 2" in msg and "every group" in msg and "on_nonfinite=skip" in msg
+    assert "round 1:" in msg and "every group" in msg and "on_nonfinite=skip" in msg
     assert "last good checkpoint" in msg
-    assert len(records(workdir)) == 1  # round 1 was recorded, round 2 was not
+    assert len(records(workdir)) == 1  # round 0 was recorded, round 1 was not
     state = experiment.restore_state(experiment.build(config, workdir))
     assert int(state.round) == 1

@@ -544,7 +544,8 @@ class Engine:
         models, order, aux, skipped = [], [], {}, []
         losses = np.full(len(plan.participants), np.nan)
         for group in groups_of(plan, self.owned):
-            states, group_losses = run(group, start, batches, round_, lr, progress)
+            more = {"progress": progress} if progress is not None else {}
+            states, group_losses = run(group, start, batches, round_, lr, **more)
             group_losses = np.asarray(group_losses)
             losses[list(group.agents)] = group_losses
             if group.role == "full":
