@@ -327,10 +327,12 @@ def _check_optim(c: ml_collections.ConfigDict) -> None:
         "use a value >= 0",
     )
     _require(
-        _is_num(o.plateau_factor) and 0.0 < o.plateau_factor <= 1.0,
+        _is_num(o.plateau_factor) and 0.0 < o.plateau_factor < 1.0,
         "optim.plateau_factor",
         o.plateau_factor,
-        "use a factor in (0, 1] (paper: 0.2 for 10 agents, 0.5 for more)",
+        # optax's reduce_on_plateau refuses 1.0; a patience beyond the run keeps the lr.
+        "use a factor in (0, 1) (paper: 0.2 for 10 agents, 0.5 for more); to keep the "
+        "learning rate fixed, set optim.plateau_patience above the number of rounds",
     )
     _require(
         _is_int(o.plateau_patience) and o.plateau_patience >= 1,

@@ -108,6 +108,12 @@ BAD_CONFIGS = [
     (with_lr_string, "optim.lr", "--config.optim.lr='0.1' is invalid: the learning rate"),
     ({"optim.momentum": 1.0}, "optim.momentum", "--config.optim.momentum=1.0 is invalid"),
     ({"optim.plateau_factor": 1.5}, "optim.plateau_factor", "--config.optim.plateau_factor=1.5"),
+    (
+        # optax refuses 1.0 once the run has loaded its data: refused here, before any work.
+        {"optim.plateau_factor": 1.0},
+        "optim.plateau_factor",
+        "--config.optim.plateau_factor=1.0 is invalid",
+    ),
     ({"optim.min_lr": 1.0}, "optim.min_lr", "--config.optim.min_lr=1.0 is invalid: use a value"),
     ({"eval_every": 0}, "eval_every", "--config.eval_every=0 is invalid"),
     ({"eval_batch_size": 0}, "eval_batch_size", "--config.eval_batch_size=0 is invalid"),

@@ -3,6 +3,7 @@
 import json
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -249,3 +250,110 @@ def test_profile_cli_json_has_one_object_per_cut(capsys):
     profile_cli.main(["--model", "tiny", "--batch-size", "8"])
     table = capsys.readouterr().out
     assert len(table.strip().splitlines()) == want.num_cuts + 3  # title, blank, header, rows
+
+
+# --- The basic-block ResNet-8 against the same network written with flax.linen's own layers ---
+
+
+class _PlainBlock(nn.Module):
+    """conv-BN-ReLU, conv-BN, shortcut A or B, add, ReLU; nn.Conv, nn.BatchNorm only."""
+
+    planes: int
+    stride: int
+    shortcut: str
+
+    @nn.compact
+    def __call__(self, x, train):
+        def conv(features, k, stride, name):
+            pad = [(k // 2, k // 2)] * 2  # symmetric, as PyTorch pads
+            return nn.Conv(features, (k, k), (stride, stride), pad, use_bias=False, name=name)
+
+        def bn(name):
+            return nn.BatchNorm(
+                use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name
+            )
+
+        y = nn.relu(bn("bn1")(conv(self.planes, 3, self.stride, "conv1")(x)))
+        y = bn("bn2")(conv(self.planes, 3, 1, "conv2")(y))
+        if x.shape != y.shape:
+            if self.shortcut == "A":
+                x = x[:, :: self.stride, :: self.stride, :]
+                extra = self.planes - x.shape[-1]
+                x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
+            else:
+                x = bn("down_bn")(conv(self.planes, 1, self.stride, "down_conv")(x))
+        return nn.relu(x + y)
+
+
+class _PlainStage(nn.Module):
+    planes: int
+    stride: int
+    shortcut: str
+
+    @nn.compact
+    def __call__(self, x, train):
+        return _PlainBlock(self.planes, self.stride, self.shortcut, name="block")(x, train)
+
+
+class _PlainStem(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+        x = nn.Conv(16, (3, 3), padding=[(1, 1)] * 2, use_bias=False, name="conv")(x)
+        bn = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")
+        return nn.relu(bn(x))
+
+
+class _PlainHead(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(10, name="fc")(x.mean((1, 2)))
+
+
+class _PlainResNet8(nn.Module):
+    """Variables named as the project's stages (s00 ... s04), so its params plug in as they are."""
+
+    shortcut: str
+
+    @nn.compact
+    def __call__(self, x, train):
+        x = _PlainStem(name="s00")(x, train)
+        for i, (planes, stride) in enumerate(((16, 1), (32, 2), (64, 2))):
+            x = _PlainStage(planes, stride, self.shortcut, name=f"s0{i + 1}")(x, train)
+        return _PlainHead(name="s04")(x)
+
+
+@pytest.mark.parametrize("shortcut", ["A", "B"])
+def test_basic_resnet8_equals_the_network_built_from_flax_layers(shortcut):
+    """Same params, same batch: the training loss, every gradient, the new BN running
+    statistics and the evaluation logits equal those of nn.Conv / nn.BatchNorm / nn.Dense
+    (the fused BN-add-ReLU and its hand backward, the 1x1 matmul lowering, the stage split).
+    The platform's default lowerings; test_model_lowerings_agree_with_the_reference_model
+    checks the others against each other."""
+    model = build_model("resnet8_basic", shortcut=shortcut)
+    params, stats = model.init(jax.random.key(0))
+    stats_in = {k: v for k, v in stats.items() if v}  # the head has no statistics
+    plain = _PlainResNet8(shortcut)
+    want = plain.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), False)
+    assert jax.tree.structure(want["params"]) == jax.tree.structure(params)
+    assert jax.tree.structure(want["batch_stats"]) == jax.tree.structure(stats_in)
+    x, y = _batch(n=16, seed=3)
+    y = jax.random.randint(jax.random.key(4), (16,), 0, 10)
+
+    def ours(p):
+        logits, new = model.apply(p, stats, x, train=True)
+        return steps.cross_entropy(logits, y), new
+
+    def theirs(p):
+        variables = {"params": p, "batch_stats": stats_in}
+        logits, new = plain.apply(variables, x, True, mutable=["batch_stats"])
+        return steps.cross_entropy(logits, y), new["batch_stats"]
+
+    (loss, new), grads = jax.jit(jax.value_and_grad(ours, has_aux=True))(params)
+    (loss_p, new_p), grads_p = jax.jit(jax.value_and_grad(theirs, has_aux=True))(params)
+    np.testing.assert_allclose(loss, loss_p, rtol=1e-6)
+    chex.assert_trees_all_close(grads, grads_p, rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close({k: v for k, v in new.items() if v}, new_p, rtol=1e-5, atol=1e-6)
+    moved = jax.tree.map(lambda a, b: a + 0.1 * b, stats_in, new_p)  # non-trivial running stats
+    logits = jax.jit(lambda p, s: model.apply(p, {**stats, **s}, x, train=False)[0])(params, moved)
+    logits_p = plain.apply({"params": params, "batch_stats": moved}, x, False)
+    np.testing.assert_allclose(logits, logits_p, rtol=1e-5, atol=1e-5)
