@@ -27,17 +27,17 @@ from __future__ import annotations
 import functools
 import json
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
 from comdml_jax import launch
-from comdml_jax.data.datasets import dataset_from_config
-from comdml_jax.data.partition import partition_for_run
-from comdml_jax.system import RoundPlan, SplitProfile
-from comdml_jax.system.timing import alone_s
-from comdml_jax.system.world import RoundState, System
+
+if TYPE_CHECKING:  # the system model loads after the flags parse, so a bad flag is answered fast
+    from comdml_jax.system import RoundPlan, SplitProfile
+    from comdml_jax.system.world import RoundState, System
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object per round.")
@@ -69,6 +69,8 @@ def load_profile(config: ConfigDict, profile_json: str = "", num_classes: int = 
       The split profile.
     """
     if profile_json:
+        from comdml_jax.system import SplitProfile
+
         with open(profile_json) as f:
             return SplitProfile.from_json(f.read())
     classes = num_classes or NUM_CLASSES[config.data.name]
@@ -88,6 +90,8 @@ def run_batches(config: ConfigDict) -> tuple[np.ndarray, int]:
       ConfigError: ``num_agents`` leaves an agent without samples.
     """
     from comdml_jax.data.agents import charged_batches  # loads JAX: only after the checks
+    from comdml_jax.data.datasets import dataset_from_config
+    from comdml_jax.data.partition import partition_for_run
 
     dataset = dataset_from_config(config.data, int(config.seed))
     parts = partition_for_run(config, np.asarray(dataset.y_train))
@@ -100,6 +104,9 @@ def _sweep_pairs(
     plan: RoundPlan, state: RoundState, num_batches, profile: SplitProfile, system: System
 ) -> RoundPlan:
     """The plan's pairs (at cut 1), or slowest -> fastest connected agent when it has none."""
+    from comdml_jax.system import RoundPlan
+    from comdml_jax.system.timing import alone_s
+
     if plan.pairs:
         return plan.with_cut(1)
     idx = np.flatnonzero(state.participants)
