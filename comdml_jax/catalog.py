@@ -58,6 +58,9 @@ MODELS: tuple[str, ...] = (
 )
 """``model.name``: the keys of ``models.resnet.MODELS``."""
 
+INITS: tuple[str, ...] = ("paper", "lecun")
+"""``model.init``: the weight-init schemes of ``models.init``."""
+
 CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "matmul")
 """``model.conv_impl`` (``models.conv.IMPLS``)."""
 

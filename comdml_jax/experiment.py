@@ -54,6 +54,7 @@ from comdml_jax.data.partition import (
 from comdml_jax.methods import RoundContext, get_method
 from comdml_jax.methods.base import split_warning
 from comdml_jax.models import split
+from comdml_jax.models.init import apply_init
 from comdml_jax.models.resnet import build_model
 from comdml_jax.privacy.accounting import Accountant, accountant_from_config, epsilon_metrics
 from comdml_jax.privacy.config import PrivacySpec
@@ -251,6 +252,9 @@ def initial_state(exp: Experiment) -> RunState:
     key = rng.stream(int(exp.config.seed), "init")
     params, stats = exp.model.init(key)
     aux = split.init_all_aux(exp.model, jax.random.fold_in(key, 1 << 20))
+    scheme_key = rng.stream(int(exp.config.seed), "init_scheme")
+    params = apply_init(params, jax.random.fold_in(scheme_key, 0), exp.config.model.init)
+    aux = apply_init(aux, jax.random.fold_in(scheme_key, 1), exp.config.model.init)
     model = ModelVars(params, stats, aux)
     return RunState(
         round=np.asarray(0, np.int64),

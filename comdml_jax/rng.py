@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax
 
-STREAMS = {"init": 0, "shuffle": 1, "augment": 2, "mix": 3, "dp": 4}
+STREAMS = {"init": 0, "shuffle": 1, "augment": 2, "mix": 3, "dp": 4, "init_scheme": 5}
 
 
 def stream(seed: int, name: str) -> jax.Array:

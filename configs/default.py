@@ -23,6 +23,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.model.name = "resnet56"  # registry name in comdml_jax.models
     c.model.conv_impl = "auto"  # auto | xla | matmul  (see comdml_jax.models.conv)
     c.model.bn_impl = "auto"  # auto | plain | materialize  (see comdml_jax.models.norm)
+    # paper: Kaiming fan-out convs + PyTorch Linear heads, as the paper's code;
+    # lecun: Flax's defaults (comdml_jax.models.init, docs/learning_vs_reference.md)
+    c.model.init = "paper"
 
     # --- data (SPEC §3, §9) ---
     c.data = ConfigDict()

@@ -102,6 +102,7 @@ BAD_CONFIGS = [
         "train.batch_size",
         "--config.train.batch_size=261 is invalid: every agent holds at most 260",
     ),
+    ({"model.init": "kaiming"}, "model.init", "--config.model.init='kaiming' is invalid"),
     ({"train.batch_size": 0}, "train.batch_size", "--config.train.batch_size=0 is invalid"),
     ({"train.local_epochs": 0}, "train.local_epochs", "--config.train.local_epochs=0"),
     ({"train.backend": "gpu"}, "train.backend", "--config.train.backend='gpu'"),
