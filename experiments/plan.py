@@ -2,9 +2,10 @@
 
     python -m experiments.plan --config=configs/table1.py:1 [--json] [--rounds=N]
 
-The split profile comes from ``comdml_jax.train.profile.split_profile`` (via ``comdml_jax.run_inputs``) (one
-model compile, cached), or from ``--profile_json`` (the ``comdml-profile
---json`` output) to skip the compile. Batches per agent are a training run's:
+The split profile comes from ``comdml_jax.train.profile.split_profile`` (one
+model compile, cached; ``comdml_jax.run_inputs``, shared with ``compare
+--price_only``), or from ``--profile_json`` (the ``comdml-profile --json``
+output) to skip the compile. Batches per agent are a training run's:
 the config's data set (``data.train_subset``; only the labels are used, from
 the decoded-array cache) split by ``data.partition`` exactly as
 ``experiment.build`` splits it (``data.partition.partition_for_run``), and
