@@ -57,11 +57,35 @@ def price_rounds(config, system, num_batches, profile, rounds: int) -> list[floa
     return out
 
 
+def run_setup() -> Callable:
+    """The ``setup`` of :func:`price_comparison` that a training run's inputs give.
+
+    ``setup(cfg) -> (system, num_batches, profile)``: the system
+    ``config_check.validate_config`` builds, Ñ_i from the partition
+    (``run_inputs.run_batches``, once per seed: every method of a seed shares it)
+    and the compiled split profile (``run_inputs.load_profile``, one compile per
+    model, cached).
+    """
+    from comdml_jax import run_inputs
+    from comdml_jax.config_check import validate_config
+
+    batches_of = {}
+
+    def setup(cfg):
+        system = validate_config(cfg)
+        if int(cfg.seed) not in batches_of:
+            batches_of[int(cfg.seed)] = run_inputs.run_batches(cfg)
+        batches, num_classes = batches_of[int(cfg.seed)]
+        return system, batches, run_inputs.load_profile(cfg, "", num_classes)
+
+    return setup
+
+
 def price_comparison(
     config,
     methods: Sequence[str],
     seeds: Sequence[int],
-    setup: Callable,
+    setup: Callable | None = None,
     rounds: int | None = None,
 ) -> dict:
     """Every method × seed priced over R rounds; ``price.json``'s content.
@@ -79,6 +103,7 @@ def price_comparison(
       mean_std, "per_seed": {seed: [R times]}, "ratio": ComDML mean / this mean}}}``.
     """
     rounds = int(config.rounds if rounds is None else rounds)
+    setup = setup or run_setup()
     times = {m: {} for m in methods}
     for s in seeds:
         for m in methods:

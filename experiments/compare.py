@@ -144,19 +144,8 @@ def compare_runs() -> None:
 def price_only(methods: list[str], seeds: list[int], meta: dict) -> dict:
     """``--price_only``: prices every method × seed and writes price.json/price.md."""
     from comdml_jax import price_only as price_lib
-    from comdml_jax.config_check import validate_config
-    from comdml_jax.run_inputs import load_profile, run_batches
 
-    batches_of = {}  # per seed: the partition, and so Ñ_i, is every method's
-
-    def setup(cfg):
-        system = validate_config(cfg)
-        if cfg.seed not in batches_of:
-            batches_of[cfg.seed] = run_batches(cfg)
-        batches, num_classes = batches_of[cfg.seed]
-        return system, batches, load_profile(cfg, "", num_classes)
-
-    report = price_lib.price_comparison(_CONFIG.value, methods, seeds, setup)
+    report = price_lib.price_comparison(_CONFIG.value, methods, seeds)
     report = {**meta, "command": meta["command"] + " --price_only", **report}
     price_lib.write_price(_WORKDIR.value, report, meta["config"])
     return report

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from comdml_jax import experiment, price_only, run_inputs
+from comdml_jax import experiment, price_only
 from comdml_jax.config_check import validate_config
 from configs import smoke
 
@@ -38,8 +38,7 @@ def dynamic_config(data_dir: str, method: str):
 
 
 def setup(cfg):
-    batches, classes = run_inputs.run_batches(cfg)
-    return validate_config(cfg), batches, run_inputs.load_profile(cfg, "", classes)
+    return price_only.run_setup()(cfg)
 
 
 def trained_round_times(config, workdir) -> list[float]:
@@ -54,7 +53,7 @@ def check(method, data_dir, tmp_path):
     want = trained_round_times(config, tmp_path)
     assert len(got) == len(want) == 3
     assert got == want  # bit for bit: the same floats
-    report = price_only.price_comparison(config, [method], [SEED], setup)
+    report = price_only.price_comparison(config, [method], [SEED])  # the CLI's path
     assert report["methods"][method]["per_seed"][str(SEED)] == want
 
 
