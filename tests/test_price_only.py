@@ -96,3 +96,32 @@ def test_braintorrent_host_state_advances_without_weights(cifar10_dir):
     np.testing.assert_array_equal(after.versions, np.asarray(plan.participants, int))
     pulled = [i for i, _ in plan.transfers]
     np.testing.assert_array_equal(after.merged[plan.aggregator, pulled], 1)
+
+
+def test_cli_writes_price_json_and_md(cifar10_dir, tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.compare",
+        "--config=configs/smoke.py",
+        f"--config.data.data_dir={cifar10_dir}",
+        "--config.rounds=2",
+        f"--workdir={tmp_path}",
+        "--seeds=0,1",
+        "--methods=comdml,fedavg",
+        "--price_only",
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
+    report = json.loads((tmp_path / "price.json").read_text())
+    e = report["methods"]
+    assert set(e) == {"comdml", "fedavg"} and e["comdml"]["ratio"] == 1.0
+    times = [t for ts in e["fedavg"]["per_seed"].values() for t in ts]
+    assert len(times) == 4 and e["fedavg"]["round_time_s"]["mean"] == pytest.approx(np.mean(times))
+    assert e["fedavg"]["ratio"] == pytest.approx(
+        e["comdml"]["round_time_s"]["mean"] / e["fedavg"]["round_time_s"]["mean"]
+    )
+    md = (tmp_path / "price.md").read_text()
+    assert "| fedavg |" in md and f"{e['fedavg']['ratio']:.4f}" in md
