@@ -275,18 +275,63 @@ def round_context(exp: Experiment, round_: int) -> RoundContext:
     central = None
     if exp.privacy is not None and exp.privacy.spec.placement == "central":
         central = functools.partial(exp.privacy.central_noise, round_=round_)
-    return RoundContext(
-        round=round_,
-        seed=int(cfg.seed),
-        system=exp.system,
-        env=exp.system.round_state(round_, exp.method.take_part),
-        num_batches=exp.charged_batches,
-        num_samples=exp.num_samples,
-        profile=exp.profile,
+    return context_for(
+        cfg,
+        exp.system,
+        exp.method,
+        round_,
+        exp.charged_batches,
+        exp.num_samples,
+        exp.profile,
         mesh=exp.mesh,
-        aggregation=str(cfg.train.get("aggregation", "psum")),
         central_noise=central,
     )
+
+
+def context_for(
+    config,
+    system,
+    method,
+    round_: int,
+    num_batches,
+    num_samples,
+    profile,
+    *,
+    mesh=None,
+    central_noise=None,
+) -> RoundContext:
+    """The round context from its parts: what a training run and a price-only run share.
+
+    :func:`round_context` builds it from a built :class:`Experiment`;
+    ``comdml_jax.price_only`` from the system, batches and profile alone (no
+    mesh, no model).
+    """
+    return RoundContext(
+        round=round_,
+        seed=int(config.seed),
+        system=system,
+        env=system.round_state(round_, method.take_part),
+        num_batches=num_batches,
+        num_samples=num_samples,
+        profile=profile,
+        mesh=mesh,
+        aggregation=str(config.train.get("aggregation", "psum")),
+        central_noise=central_noise,
+    )
+
+
+def plan_and_price(method, ctx: RoundContext, mstate) -> tuple[Any, Any, float]:
+    """``(plan, timing, round_time_s)`` of one round: ``method.plan`` then ``method.price``.
+
+    The one pricing path of a training run (:func:`run_round`) and a price-only
+    run (``comdml_jax.price_only``). ``mstate`` may be the full method state or
+    its host part (``method.host_of``). A round without participants is skipped
+    and costs 0 s.
+    """
+    plan = method.plan(ctx, mstate)
+    timing = method.price(ctx, plan)
+    seconds = float(timing.round_time_s) if plan.participants.any() else 0.0
+    return plan, timing, seconds
 
 
 def _plan_record(plan, timing) -> dict:
@@ -322,8 +367,7 @@ def run_round(
     r = int(state.round)
     t0 = time.perf_counter()
     ctx = round_context(exp, r)
-    plan = exp.method.plan(ctx, state.method)
-    timing = exp.method.price(ctx, plan)
+    plan, timing, seconds = plan_and_price(exp.method, ctx, state.method)
     part = plan.participants
     base = {
         "round": r,
@@ -410,7 +454,7 @@ def run_round(
     plateau = state.plateau
     if scheduled:
         plateau = plateau_update(cfg)(state.plateau, jnp.float32(1.0 - test_acc))
-    sim_time = float(state.sim_time_s) + timing.round_time_s
+    sim_time = float(state.sim_time_s) + seconds
     best = max(float(state.best_accuracy), test_acc if evaluated else 0.0)
     ttt = float(state.time_to_target_s)
     if ttt < 0 and evaluated and test_acc >= cfg.target_accuracy:
@@ -426,7 +470,7 @@ def run_round(
     record = {
         **base,
         "sim_time_s": sim_time,
-        "round_time_s": timing.round_time_s,
+        "round_time_s": seconds,
         "exchange_time_s": timing.exchange_time_s,
         "allreduce_time_s": timing.exchange_time_s if exp.method.exchange == "allreduce" else None,
         "alone_round_time_s": timing.alone_round_time_s,

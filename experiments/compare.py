@@ -14,6 +14,16 @@ min–max band) and DIR/time_to_target.png. Wall-clock times go to
 DIR/comparison_wall.json only. Override config fields with ``--config.x=y``.
 ``--report_only`` rewrites the report from the finished runs without running.
 
+Price only (no training; seconds at every paper setting)::
+
+    python -m experiments.compare --config=configs/table3.py:100,resnet110 \
+        --workdir=runs/price_t3 --seeds=0,1,2 --price_only
+
+prices every method × seed over ``config.rounds`` rounds through the training
+run's own ``method.plan`` / ``method.price`` (``comdml_jax.price_only``) and
+writes DIR/price.json and DIR/price.md: per method the per-round simulated time
+(mean ± std over seeds and rounds) and ComDML's ratio to it.
+
 Compare existing run folders (one run each)::
 
     python -m experiments.compare --workdirs=runs/a,runs/b [--labels=ComDML,AllReduce] \
@@ -54,6 +64,11 @@ _METHODS = flags.DEFINE_list(
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (with --config), e.g. 0,1,2.")
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Only rewrite the report from the finished runs (with --config)."
+)
+_PRICE_ONLY = flags.DEFINE_bool(
+    "price_only",
+    False,
+    "Only price every method's rounds (no training): writes price.json/price.md (with --config).",
 )
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Finished run folders to compare.")
 _LABELS = flags.DEFINE_list("labels", None, "Labels (default: each run's method).")
@@ -126,6 +141,16 @@ def compare_runs() -> None:
         )
 
 
+def price_only(methods: list[str], seeds: list[int], meta: dict) -> dict:
+    """``--price_only``: prices every method × seed and writes price.json/price.md."""
+    from comdml_jax import price_only as price_lib
+
+    report = price_lib.price_comparison(_CONFIG.value, methods, seeds)
+    report = {**meta, "command": meta["command"] + " --price_only", **report}
+    price_lib.write_price(_WORKDIR.value, report, meta["config"])
+    return report
+
+
 def main(argv):
     del argv
     if _WORKDIRS.value:
@@ -143,6 +168,11 @@ def main(argv):
         if not _REPORT_ONLY.value:
             comparison.check_comparison(_CONFIG.value, _WORKDIR.value, methods, seeds)
     meta = {"config": _config_name(), "command": command_line(methods, seeds)}
+    if _PRICE_ONLY.value:
+        with launch.refusals():
+            price_only(methods, seeds, meta)
+        print((Path(_WORKDIR.value) / "price.md").read_text())
+        return
     if _REPORT_ONLY.value:
         with launch.refusals():
             report = comparison.write_report(_WORKDIR.value, _CONFIG.value, methods, seeds, meta)

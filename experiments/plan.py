@@ -3,8 +3,9 @@
     python -m experiments.plan --config=configs/table1.py:1 [--json] [--rounds=N]
 
 The split profile comes from ``comdml_jax.train.profile.split_profile`` (one
-model compile, cached), or from ``--profile_json`` (the ``comdml-profile
---json`` output) to skip the compile. Batches per agent are a training run's:
+model compile, cached; ``comdml_jax.run_inputs``, shared with ``compare
+--price_only``), or from ``--profile_json`` (the ``comdml-profile --json``
+output) to skip the compile. Batches per agent are a training run's:
 the config's data set (``data.train_subset``; only the labels are used, from
 the decoded-array cache) split by ``data.partition`` exactly as
 ``experiment.build`` splits it (``data.partition.partition_for_run``), and
@@ -24,16 +25,15 @@ compute_s, comm_s, idle_s, tau_s lists) and, with the sweep, ``per_cut``
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from typing import TYPE_CHECKING
 
 import numpy as np
 from absl import app, flags
-from ml_collections import ConfigDict, config_flags
+from ml_collections import config_flags
 
-from comdml_jax import launch
+from comdml_jax import launch, run_inputs
 
 if TYPE_CHECKING:  # the system model loads after the flags parse, so a bad flag is answered fast
     from comdml_jax.system import RoundPlan, SplitProfile
@@ -47,57 +47,12 @@ _PROFILE_JSON = flags.DEFINE_string(
 )
 _MAX_AGENTS = flags.DEFINE_integer("max_agents", 40, "Per-agent rows shown in text mode.")
 
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "cinic10": 10}
-
-
-@functools.cache
-def _compiled_profile(model_name: str, batch_size: int, num_classes: int) -> SplitProfile:
-    from comdml_jax.train.profile import split_profile
-
-    return split_profile(model_name, batch_size, num_classes)
-
-
-def load_profile(config: ConfigDict, profile_json: str = "", num_classes: int = 0) -> SplitProfile:
-    """The config's split profile, from a JSON file or by compiling the model.
-
-    Args:
-      config: the run config.
-      profile_json: a SplitProfile JSON file; empty to compile.
-      num_classes: the data set's classes (default: by ``data.name``).
-
-    Returns:
-      The split profile.
-    """
-    if profile_json:
-        from comdml_jax.system import SplitProfile
-
-        with open(profile_json) as f:
-            return SplitProfile.from_json(f.read())
-    classes = num_classes or NUM_CLASSES[config.data.name]
-    return _compiled_profile(config.model.name, config.train.batch_size, classes)
-
-
-def run_batches(config: ConfigDict) -> tuple[np.ndarray, int]:
-    """[K] Ñ_i a training run of ``config`` charges, and the data set's classes (module docstring).
-
-    Args:
-      config: the run config.
-
-    Returns:
-      (num_batches, num_classes).
-
-    Raises:
-      ConfigError: ``num_agents`` leaves an agent without samples.
-    """
-    from comdml_jax.data.agents import charged_batches  # loads JAX: only after the checks
-    from comdml_jax.data.datasets import dataset_from_config
-    from comdml_jax.data.partition import partition_for_run
-
-    dataset = dataset_from_config(config.data, int(config.seed))
-    parts = partition_for_run(config, np.asarray(dataset.y_train))
-    sizes = [len(p) for p in parts]
-    t = config.train
-    return charged_batches(sizes, t.batch_size, t.local_epochs), dataset.num_classes
+# The split profile and the batches of a run: one library, shared with --price_only.
+NUM_CLASSES, load_profile, run_batches = (
+    run_inputs.NUM_CLASSES,
+    run_inputs.load_profile,
+    run_inputs.run_batches,
+)
 
 
 def _sweep_pairs(

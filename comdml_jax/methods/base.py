@@ -29,7 +29,7 @@ agents a split leaves apart; :func:`split_warning` reports it at a run's start.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -109,8 +109,25 @@ class Method(Protocol):
     def init(self, model: ModelVars, num_agents: int) -> MethodState:
         """The state before round 0, from the seeded initial model."""
 
+    def init_host(self, num_agents: int) -> Any:
+        """The host-side part of the state before round 0 (None: the plan reads no state)."""
+
+    def host_of(self, mstate: MethodState) -> Any:
+        """The host-side part of a state: everything :meth:`plan` reads, no weights."""
+
+    def advance_host(self, host: Any, plan: RoundPlan, trained: Sequence[int]) -> Any:
+        """The host part after a round in which the agents ``trained`` trained.
+
+        :meth:`merge` advances its host part with it, and a price-only run
+        (``comdml_jax.price_only``) advances the host part alone, without weights.
+        """
+
     def plan(self, ctx: RoundContext, mstate: MethodState) -> RoundPlan:
-        """The round's plan: participants, pairs, cuts and model transfers."""
+        """The round's plan: participants, pairs, cuts and model transfers.
+
+        It reads only the host part of ``mstate`` (:meth:`host_of`), so it may be
+        given the host part alone.
+        """
 
     def price(self, ctx: RoundContext, plan: RoundPlan) -> RoundTiming:
         """The round's simulated times, from the plan alone."""
@@ -251,7 +268,20 @@ def average(trained: AgentModels, base: ModelVars, ctx: RoundContext) -> tuple[M
     return new, {"merged": list(trained.order)}
 
 
-class GlobalModelMethod:
+class StatelessPlan:
+    """Host-state hooks of a method whose plan reads no state (every method but BrainTorrent)."""
+
+    def init_host(self, num_agents: int) -> None:
+        del num_agents
+
+    def host_of(self, mstate) -> None:
+        del mstate
+
+    def advance_host(self, host, plan, trained) -> None:
+        del host, plan, trained
+
+
+class GlobalModelMethod(StatelessPlan):
     """Shared behaviour of methods that keep one model and average everyone into it.
 
     Subclasses give ``name``, ``on_split``, :meth:`take_part`, :meth:`plan` and

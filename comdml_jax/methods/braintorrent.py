@@ -48,6 +48,34 @@ from comdml_jax.system.timing import alone_s, phase_timing, transfer_s
 PyTree = Any
 
 
+class BrainTorrentHost(NamedTuple):
+    """The host-side part of BrainTorrent's state: all its plan reads (no weights).
+
+    Attributes:
+      versions: int [K], how often each agent has trained.
+      merged: int [K, K], ``merged[a, i]``: the version of i that a last merged.
+    """
+
+    versions: np.ndarray
+    merged: np.ndarray
+
+
+def advance_versions(host: BrainTorrentHost, plan: RoundPlan, trained) -> BrainTorrentHost:
+    """The host state after a round: ``trained`` agents' versions +1, a's pulls recorded.
+
+    The one update of the versions, used by :meth:`BrainTorrent.merge` (with the
+    agents that trained) and by a price-only run (``comdml_jax.price_only``, with
+    the participants), so that both plan the next round alike.
+    """
+    versions = np.asarray(host.versions).copy()
+    versions[list(trained)] += 1
+    merged = np.asarray(host.merged).copy()
+    pulled = [i for i, _ in plan.transfers]
+    if plan.aggregator >= 0 and pulled:
+        merged[plan.aggregator, pulled] = versions[pulled]
+    return BrainTorrentHost(versions, merged)
+
+
 class BrainTorrentState(NamedTuple):
     """Every agent's model, its version, and the versions it last merged.
 
@@ -83,7 +111,21 @@ class BrainTorrent(PerAgentMethod):
         merged = jnp.zeros((num_agents, num_agents), jnp.int32)
         return BrainTorrentState(params, stats, model.aux, versions, merged)
 
+    def init_host(self, num_agents: int) -> BrainTorrentHost:
+        return BrainTorrentHost(
+            np.zeros(num_agents, np.int32), np.zeros((num_agents, num_agents), np.int32)
+        )
+
+    def host_of(self, mstate) -> BrainTorrentHost:
+        """The host part of a full state (or of a host state itself)."""
+        return BrainTorrentHost(np.asarray(mstate.versions), np.asarray(mstate.merged))
+
+    def advance_host(self, host, plan, trained):
+        return advance_versions(host, plan, trained)
+
     def plan(self, ctx, mstate):
+        """Plans from the host part alone: ``mstate`` may be a full or a host state."""
+        host = self.host_of(mstate)
         env = ctx.env
         part = np.asarray(env.participants, bool)
         k = part.shape[0]
@@ -92,9 +134,9 @@ class BrainTorrent(PerAgentMethod):
             return RoundPlan(part, none, np.zeros(k, np.int64))
         cand = np.flatnonzero(part)
         a = int(cand[rng_for(ctx.seed, Purpose.AGGREGATOR, ctx.round).integers(cand.size)])
-        versions = np.asarray(mstate.versions) + part  # after this round's training
+        versions = host.versions + part  # after this round's training
         hops, _ = routes_from(env.links, a)
-        pulled = part & (hops > 0) & (versions > np.asarray(mstate.merged)[a])
+        pulled = part & (hops > 0) & (versions > host.merged[a])
         sends = np.where(pulled, a, -1)
         return RoundPlan(part, none, np.zeros(k, np.int64), sends=sends, aggregator=a)
 
@@ -116,9 +158,7 @@ class BrainTorrent(PerAgentMethod):
     def merge(self, mstate, start, trained, plan, ctx, key):
         del start, key
         models = current_models(mstate.params, mstate.batch_stats, trained, ctx.mesh)
-        versions = np.asarray(mstate.versions).copy()
-        versions[list(trained.order)] += 1
-        merged = np.asarray(mstate.merged).copy()
+        host = advance_versions(self.host_of(mstate), plan, trained.order)
         a = plan.aggregator
         pulled = [i for i, _ in plan.transfers]
         if a >= 0 and pulled:
@@ -127,9 +167,8 @@ class BrainTorrent(PerAgentMethod):
             w = np.zeros((1, plan.num_agents))
             w[0, members] = sizes[members] / sizes[members].sum()
             models = mix_rows(models, [a], w, ctx.mesh, ctx.aggregation)
-            merged[a, pulled] = versions[pulled]
         params, stats = place(models, ctx.mesh)
         state = BrainTorrentState(
-            params, stats, mstate.aux, jnp.asarray(versions), jnp.asarray(merged)
+            params, stats, mstate.aux, jnp.asarray(host.versions), jnp.asarray(host.merged)
         )
         return state, {"aggregator": a, "pulled": pulled}

@@ -23,6 +23,7 @@ from jax.sharding import NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
 
 from comdml_jax.distributed import home_device
+from comdml_jax.methods.base import StatelessPlan
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train import aggregate
 from comdml_jax.train.engine import AgentModels, ModelVars, StartModels
@@ -105,12 +106,13 @@ def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh, algorithm="psu
     return jax.device_put(aggregate.mix(models, w, mesh, algorithm=algorithm), home)
 
 
-class PerAgentMethod:
+class PerAgentMethod(StatelessPlan):
     """Base of methods whose agents keep their own models.
 
     Subclasses define ``name``, their state type (a NamedTuple whose first
     fields are ``params``, ``batch_stats``, ``aux``), :meth:`init_extra`,
-    :meth:`plan`, :meth:`price` and :meth:`merge`.
+    :meth:`plan`, :meth:`price` and :meth:`merge`; one whose plan reads its
+    state also overrides the host-state hooks (:class:`~comdml_jax.methods.base.StatelessPlan`).
     """
 
     name = ""

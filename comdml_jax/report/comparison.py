@@ -16,6 +16,11 @@ Conventions:
   ``reached`` < ``seeds`` and the table says so.
 - ComDML's reduction against a baseline is ``1 - t_comdml / t_baseline`` per
   seed, averaged (mean ± std) over the seeds where both reached the target.
+- The decomposition against a baseline splits the time-to-target ratio per
+  seed: ``t_ref / t_base = (t_ref / n_ref) / (t_base / n_base) × n_ref / n_base``
+  (n: rounds to target), i.e. the per-round ratio (the mean simulated round up
+  to the target) times the rounds-to-target ratio, each mean ± std over the
+  seeds where both reached the target (:func:`decomposition`).
 - Nothing here reads wall-clock time, so a report is a pure function of the
   simulated runs (the comparison writes wall times to a separate file).
 """
@@ -158,6 +163,49 @@ def reduction(reference: Sequence[SeedSummary], baseline: Sequence[SeedSummary])
     return out
 
 
+def decomposition(reference: Sequence[SeedSummary], baseline: Sequence[SeedSummary]) -> dict:
+    """Time-to-target ratio = per-round ratio × rounds-to-target ratio, seed by seed.
+
+    For each seed where both reached the target: ``time_ratio = t_ref / t_base``,
+    ``rounds_ratio = n_ref / n_base`` and ``per_round_ratio = (t_ref / n_ref) /
+    (t_base / n_base)``, so ``time_ratio == per_round_ratio * rounds_ratio`` (up
+    to rounding). Below 1 the reference gains: per round (shorter rounds) or in
+    rounds (fewer to the target).
+
+    Args:
+      reference: the reference method's per-seed summaries (ComDML).
+      baseline: the baseline's per-seed summaries.
+
+    Returns:
+      ``per_round_ratio``, ``rounds_ratio``, ``time_ratio`` (each mean, std, n over
+      those seeds) and ``per_seed`` (``[{seed, per_round_ratio, rounds_ratio,
+      time_ratio}]``).
+    """
+    ref = {r["seed"]: r for r in reference}
+    base = {r["seed"]: r for r in baseline}
+    per_seed = []
+    for s in sorted(set(ref) & set(base)):
+        a, b = ref[s], base[s]
+        t_a, t_b, n_a, n_b = (
+            a["time_to_target_s"],
+            b["time_to_target_s"],
+            a["rounds_to_target"],
+            b["rounds_to_target"],
+        )
+        if None in (t_a, t_b, n_a, n_b) or not (t_a > 0 and t_b > 0 and n_a > 0 and n_b > 0):
+            continue
+        per_seed.append(
+            {
+                "seed": s,
+                "per_round_ratio": (t_a / n_a) / (t_b / n_b),
+                "rounds_ratio": n_a / n_b,
+                "time_ratio": t_a / t_b,
+            }
+        )
+    keys = ("per_round_ratio", "rounds_ratio", "time_ratio")
+    return {**{k: mean_std([p[k] for p in per_seed]) for k in keys}, "per_seed": per_seed}
+
+
 def comparison_report(
     runs: MethodRuns,
     *,
@@ -178,12 +226,14 @@ def comparison_report(
 
     Returns:
       ``{"target_accuracy", "rounds", "ddof", "reference", "methods": {m: {"stats",
-      "seeds"}}, "reduction": {baseline: reduction}, **meta}``.
+      "seeds"}}, "reduction": {baseline: reduction}, "decomposition": {baseline:
+      decomposition}, **meta}``.
     """
     methods = {m: {"stats": method_stats(rs), "seeds": list(rs)} for m, rs in runs.items()}
-    reductions = {}
+    reductions, parts = {}, {}
     if reference in runs:
         reductions = {m: reduction(runs[reference], rs) for m, rs in runs.items() if m != reference}
+        parts = {m: decomposition(runs[reference], rs) for m, rs in runs.items() if m != reference}
     return {
         **(dict(meta) if meta else {}),
         "target_accuracy": target,
@@ -192,6 +242,7 @@ def comparison_report(
         "reference": reference,
         "methods": methods,
         "reduction": reductions,
+        "decomposition": parts,
     }
 
 
@@ -297,6 +348,25 @@ def format_markdown(report: dict) -> str:
         ]
         for m, red in report["reduction"].items():
             lines.append(f"| {m} | {_reduction_cell(red)} |")
+    parts = report.get("decomposition") or {}
+    if parts:
+        lines += [
+            "",
+            f"## Where {ref} gains and loses",
+            "",
+            f"Time-to-target ratio t_{ref} / t_baseline = per-round ratio × rounds-to-target "
+            "ratio, per seed (per-round: simulated time to the target / rounds to it), mean ± "
+            f"std over the seeds where both reached the target (n). Below 1: {ref} gains.",
+            "",
+            "| baseline | per-round ratio | rounds-to-target ratio | time-to-target ratio | n |",
+            "|---|---|---|---|---|",
+        ]
+        for m, d in parts.items():
+            if not d["per_seed"]:
+                lines.append(f"| {m} | - | - | - | 0 |")
+                continue
+            cells = [_pm(d[k], ".3f") for k in ("per_round_ratio", "rounds_ratio", "time_ratio")]
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {len(d['per_seed'])} |")
     lines += [
         "",
         "## Per seed",
