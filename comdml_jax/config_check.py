@@ -35,7 +35,7 @@ can ever aggregate, whatever the draw:
     with bw > 0 (the topology field is named: e.g. a random topology with
     p = 0, or an edge list without an edge between two connected agents),
     except for FedAvg, whose agents reach the server whatever the peer
-    topology (SPEC §7).
+    topology (docs/timing_model.md, *Participants*).
 A config where only some segments cannot aggregate (say, rounds before a
 dynamics redraw) is **warned** about: those rounds are empty, which the round
 loop handles and records at run time, like rounds whose participation draw
@@ -579,7 +579,7 @@ def check_aggregation(config: ml_collections.ConfigDict, system) -> None:
     from comdml_jax.catalog import METHODS
 
     if METHODS[str(config.method)].exchange == "server":
-        return  # FedAvg reaches its server whatever the peer topology (SPEC §7)
+        return  # FedAvg reaches its server whatever the peer topology (docs/timing_model.md)
     if max(grouped) < 2:
         field, value, fix = _topology_field(config)
         _require(

@@ -360,7 +360,7 @@ def test_a_ring_with_alternate_agents_disconnected_cannot_aggregate():
 
 def test_fedavg_needs_no_peer_links_but_the_peer_methods_do():
     # p = 0: no agent is linked to another. FedAvg's agents reach the server
-    # whatever the peer topology (SPEC §7), so it runs with all 5 taking part;
+    # whatever the peer topology (docs/timing_model.md), so it runs with all 5 taking part;
     # the methods that exchange with peers are refused.
     from comdml_jax.methods import get_method
 
