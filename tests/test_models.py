@@ -351,7 +351,17 @@ def test_basic_resnet8_equals_the_network_built_from_flax_layers(shortcut):
     (loss, new), grads = jax.jit(jax.value_and_grad(ours, has_aux=True))(params)
     (loss_p, new_p), grads_p = jax.jit(jax.value_and_grad(theirs, has_aux=True))(params)
     np.testing.assert_allclose(loss, loss_p, rtol=1e-6)
-    chex.assert_trees_all_close(grads, grads_p, rtol=1e-4, atol=1e-6)
+
+    # Per leaf, relative to the leaf's norm: the first layers' gradients carry
+    # the float32 rounding of the whole backward pass, which differs between
+    # the fused BN backward and autodiff and between XLA versions (largest
+    # leaf error: 1.4e-6 on jax 0.10.2, 2.9e-3 on jax 0.12, in the stem's BN
+    # bias; a wrong gradient is off by O(1)).
+    def rel_err(a, b):
+        return float(jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-12))
+
+    errs = jax.tree.map(rel_err, grads, grads_p)
+    assert max(jax.tree.leaves(errs)) < 1e-2, errs
     chex.assert_trees_all_close({k: v for k, v in new.items() if v}, new_p, rtol=1e-5, atol=1e-6)
     moved = jax.tree.map(lambda a, b: a + 0.1 * b, stats_in, new_p)  # non-trivial running stats
     logits = jax.jit(lambda p, s: model.apply(p, {**stats, **s}, x, train=False)[0])(params, moved)
