@@ -419,8 +419,8 @@ def run_round(
         # and a run that went on would skip every later round too and still exit 0.
         raise NonFiniteRunError(
             f"method {cfg.method}, round {r}: every group of the round produced a "
-            f"non-finite loss or model ({len(trained.skipped)} of {len(trained.skipped)} "
-            "skipped, train.on_nonfinite=skip), so nothing is left to merge; lower optim.lr "
+            f"non-finite loss or model (all {len(trained.skipped)} skipped, "
+            "train.on_nonfinite=skip), so nothing is left to merge; lower optim.lr "
             f"(a run with another lr starts over: --fresh or another --workdir). {_KEPT}"
         )
     mstate, merge_info = exp.method.merge(
@@ -488,11 +488,9 @@ def run_round(
         **epsilon_metrics(exp.accountant, dp_rounds),
         "wall_time_s": wall,
     }
-    sat_out = ctx.env.sat_out
-    if (
-        sat_out.any()
-    ):  # sampled and connected, but left out by the method's rule (docs/timing_model.md)
-        record["sat_out"] = np.flatnonzero(sat_out).tolist()
+    # sampled and connected, but left out by the method's rule (docs/timing_model.md)
+    if ctx.env.sat_out.any():
+        record["sat_out"] = np.flatnonzero(ctx.env.sat_out).tolist()
     if int(part.sum()) == 1:
         record["note"] = "one participant: it trained alone and nothing was exchanged"
     if trained.skipped:

@@ -27,3 +27,24 @@ def cifar10_dir():
     if not data_dir:
         pytest.skip("COMDML_DATA_DIR is not set; the README's test command sets it")
     return data_dir
+
+
+@pytest.fixture
+def plan_json(tmp_path):
+    """``plan_json(data_dir, profile, *flags)``: the records of ``python -m experiments.plan
+    --config=configs/smoke.py --json`` with ``profile`` (a SplitProfile) as ``--profile_json``."""
+    import json
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def run(data_dir, profile, *flags):
+        path = tmp_path / "plan_profile.json"
+        path.write_text(profile.to_json())
+        cmd = [sys.executable, "-m", "experiments.plan", "--config=configs/smoke.py"]
+        cmd += [f"--config.data.data_dir={data_dir}", *flags, "--json", f"--profile_json={path}"]
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=True)
+        return [json.loads(line) for line in proc.stdout.splitlines()]
+
+    return run

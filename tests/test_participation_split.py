@@ -12,8 +12,6 @@ tiny model's bytes, ν^1 its cut-1 activations (both read off the split profile)
 import json
 import logging
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -151,7 +149,7 @@ def test_braintorrent_pulls_only_from_participants(tiny):
 # ------------------------------------------------------------------ item 3: plan = run
 
 
-def test_the_plan_cli_prices_round_0_as_a_training_run_does(cifar10_dir, tmp_path, tiny):
+def test_the_plan_cli_prices_round_0_as_a_training_run_does(cifar10_dir, tmp_path, tiny, plan_json):
     """A Dirichlet split (uneven N_i, not multiples of B), 2 local epochs, ComDML."""
     over = {
         "data.partition": "dirichlet",
@@ -169,25 +167,7 @@ def test_the_plan_cli_prices_round_0_as_a_training_run_does(cifar10_dir, tmp_pat
     sizes = json.loads((tmp_path / "run" / "partition.json").read_text())["class_counts"]
     sizes = [sum(row) for row in sizes]
     assert len(set(sizes)) > 1 and any(n % 20 for n in sizes)
-    path = tmp_path / "profile.json"
-    path.write_text(tiny.to_json())
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.plan",
-            "--config=configs/smoke.py",
-            f"--config.data.data_dir={cifar10_dir}",
-            *[f"--config.{k}={v}" for k, v in over.items()],
-            "--json",
-            f"--profile_json={path}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    (planned,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    (planned,) = plan_json(cifar10_dir, tiny, *[f"--config.{k}={v}" for k, v in over.items()])
     assert planned["round_time_s"] == pytest.approx(rec["round_time_s"], rel=1e-12)
     assert planned["alone_round_time_s"] == pytest.approx(rec["alone_round_time_s"], rel=1e-12)
     assert [p[:3] for p in planned["pairs"]] == rec["pairs"]

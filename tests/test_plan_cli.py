@@ -1,9 +1,6 @@
 """experiments.plan plans with a training run's per-agent batches (issue 14)."""
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -60,29 +57,15 @@ def test_plan_batches_equal_a_training_run(training_batches):
     assert trained.tolist() == [2 * -(-n // 20) for n in sizes]
 
 
-def test_plan_cli_json_uses_the_training_batches(training_batches, tmp_path):
+def test_plan_cli_json_uses_the_training_batches(training_batches, plan_json):
     config, _, charged, profile, _ = training_batches
-    path = tmp_path / "profile.json"
-    path.write_text(profile.to_json())
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.plan",
-            "--config=configs/smoke.py",
-            f"--config.data.data_dir={config.data.data_dir}",
-            "--config.data.partition=dirichlet",
-            "--config.data.alpha=0.3",
-            "--config.train.local_epochs=2",
-            "--json",
-            f"--profile_json={path}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
+    (rec,) = plan_json(
+        config.data.data_dir,
+        profile,
+        "--config.data.partition=dirichlet",
+        "--config.data.alpha=0.3",
+        "--config.train.local_epochs=2",
     )
-    (rec,) = [json.loads(line) for line in proc.stdout.splitlines()]
     assert rec["agents"]["num_batches"] == charged.tolist()
 
 
