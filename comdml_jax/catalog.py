@@ -61,6 +61,10 @@ MODELS: tuple[str, ...] = (
 INITS: tuple[str, ...] = ("paper", "lecun")
 """``model.init``: the weight-init schemes of ``models.init``."""
 
+AUX_HEADS: tuple[str, ...] = ("linear", "conv")
+"""``model.aux_head``: ``linear`` (the paper's GAP + Dense) or ``conv`` (one 3x3 conv-BN-ReLU
+before it; ``models.resnet.ConvHead``)."""
+
 CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "matmul")
 """``model.conv_impl`` (``models.conv.IMPLS``)."""
 

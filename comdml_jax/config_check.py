@@ -96,7 +96,15 @@ def validate_config(config: ml_collections.ConfigDict):
     # The registries' names come from the JAX-free catalog, so that a bad config is
     # refused before JAX loads; the system modules are NumPy only.
     from comdml_jax.catalog import AGGREGATIONS as ALGORITHMS
-    from comdml_jax.catalog import BACKENDS, BN_IMPLS, INITS, METHODS, MODELS, ON_NONFINITE
+    from comdml_jax.catalog import (
+        AUX_HEADS,
+        BACKENDS,
+        BN_IMPLS,
+        INITS,
+        METHODS,
+        MODELS,
+        ON_NONFINITE,
+    )
     from comdml_jax.catalog import CONV_IMPLS as IMPLS
     from comdml_jax.system.world import build_system
 
@@ -118,6 +126,8 @@ def validate_config(config: ml_collections.ConfigDict):
         c.model.bn_impl in BN_IMPLS, "model.bn_impl", c.model.bn_impl, f"choose one of {BN_IMPLS}"
     )
     _require(c.model.init in INITS, "model.init", c.model.init, f"choose one of {INITS}")
+    aux = c.model.get("aux_head", "linear")
+    _require(aux in AUX_HEADS, "model.aux_head", aux, f"choose one of {AUX_HEADS}")
     _require(
         _is_int(c.num_agents) and c.num_agents >= 2,
         "num_agents",

@@ -62,6 +62,7 @@ from comdml_jax.privacy.rounds import RoundPrivacy
 from comdml_jax.report import plots, tables
 from comdml_jax.report.progress import RunProgress, progress_enabled, round_label
 from comdml_jax.report.writers import MetricWriters, write_json
+from comdml_jax.run_inputs import aux_head_of
 from comdml_jax.system.world import sampled_at
 from comdml_jax.train import aggregate, layout, steps
 from comdml_jax.train import profile as profile_lib
@@ -194,9 +195,10 @@ def build(
         num_classes=dataset.num_classes,
         conv_impl=config.model.conv_impl,
         bn_impl=config.model.bn_impl,
+        aux_head=aux_head_of(config),
     )
     profile = profile_lib.split_profile(
-        config.model.name, config.train.batch_size, dataset.num_classes
+        config.model.name, config.train.batch_size, dataset.num_classes, aux_head_of(config)
     )
     tx = steps.make_optimizer(config.optim.lr, config.optim.momentum, config.optim.weight_decay)
     mean, std = tuple(float(v) for v in dataset.mean), tuple(float(v) for v in dataset.std)

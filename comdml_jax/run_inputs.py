@@ -19,11 +19,18 @@ if TYPE_CHECKING:
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "cinic10": 10}
 
 
+def aux_head_of(config: ConfigDict) -> str:
+    """``model.aux_head``, ``linear`` (the paper's head) where a config predates the field."""
+    return config.model.get("aux_head", "linear")
+
+
 @functools.cache
-def _compiled_profile(model_name: str, batch_size: int, num_classes: int) -> SplitProfile:
+def _compiled_profile(
+    model_name: str, batch_size: int, num_classes: int, aux_head: str = "linear"
+) -> SplitProfile:
     from comdml_jax.train.profile import split_profile
 
-    return split_profile(model_name, batch_size, num_classes)
+    return split_profile(model_name, batch_size, num_classes, aux_head)
 
 
 def load_profile(config: ConfigDict, profile_json: str = "", num_classes: int = 0) -> SplitProfile:
@@ -36,14 +43,29 @@ def load_profile(config: ConfigDict, profile_json: str = "", num_classes: int = 
 
     Returns:
       The split profile.
+
+    Raises:
+      ConfigError: the file was profiled with another auxiliary head than
+        ``model.aux_head``.
     """
     if profile_json:
         from comdml_jax.system import SplitProfile
 
         with open(profile_json) as f:
-            return SplitProfile.from_json(f.read())
+            profile = SplitProfile.from_json(f.read())
+        if profile.aux_head != aux_head_of(config):
+            from comdml_jax.config_check import ConfigError
+
+            raise ConfigError(
+                f"model.aux_head = {aux_head_of(config)!r}, but the profile {profile_json} was "
+                f"measured with aux_head {profile.aux_head!r}: its T_s includes that head; "
+                "profile the model again with the config's head, or set --config.model.aux_head"
+            )
+        return profile
     classes = num_classes or NUM_CLASSES[config.data.name]
-    return _compiled_profile(config.model.name, config.train.batch_size, classes)
+    return _compiled_profile(
+        config.model.name, config.train.batch_size, classes, aux_head_of(config)
+    )
 
 
 def run_batches(config: ConfigDict) -> tuple[np.ndarray, int]:

@@ -26,6 +26,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     # paper: Kaiming fan-out convs + PyTorch Linear heads, as the paper's code;
     # lecun: Flax's defaults (comdml_jax.models.init, docs/learning_vs_reference.md)
     c.model.init = "paper"
+    # the cuts' auxiliary head: linear (the paper's GAP + Dense) | conv (a 3x3
+    # conv-BN-ReLU before it, beyond the paper; docs/timing_model.md)
+    c.model.aux_head = "linear"
 
     # --- data (SPEC §3, §9) ---
     c.data = ConfigDict()
@@ -69,7 +72,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.system.topology.kind = "full"  # full | random | ring | edges
     c.system.topology.p = 0.2  # link probability of the random topology
     c.system.topology.edges = ()  # explicit edge list ((i, j), ...)
-    c.system.scheduler = "greedy"  # greedy (Algorithm 1) | exact (small K) | none
+    c.system.scheduler = "greedy"  # greedy (Algorithm 1) | greedy_ls | exact (small K) | none
+    # which agents a slow agent may pair with: direct (its neighbours, the paper) | routes
+    # (any reachable participant, over the AllReduce's routes; comdml_jax.system.pair_routes)
+    c.system.pairing_links = "direct"
     c.system.sweep_cuts = False  # experiments.plan: also price every forced cut (Table I)
 
     # --- optimisation (SPEC §3) ---

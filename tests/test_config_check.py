@@ -103,6 +103,12 @@ BAD_CONFIGS = [
         "--config.train.batch_size=261 is invalid: every agent holds at most 260",
     ),
     ({"model.init": "kaiming"}, "model.init", "--config.model.init='kaiming' is invalid"),
+    ({"model.aux_head": "mlp"}, "model.aux_head", "--config.model.aux_head='mlp' is invalid"),
+    (
+        {"system.pairing_links": "multihop"},
+        "system.pairing_links",
+        "system.pairing_links = 'multihop' is unknown",
+    ),
     ({"train.batch_size": 0}, "train.batch_size", "--config.train.batch_size=0 is invalid"),
     ({"train.local_epochs": 0}, "train.local_epochs", "--config.train.local_epochs=0"),
     ({"train.backend": "gpu"}, "train.backend", "--config.train.backend='gpu'"),

@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from comdml_jax import catalog
 from comdml_jax.models import norm
 from comdml_jax.models.conv import Conv, resolve_impl
 from comdml_jax.models.norm import BatchNormAct
@@ -172,6 +173,47 @@ class Head(nn.Module):
         )(x)
 
 
+class BatchMomentsNormAct(nn.Module):
+    """``relu(BN(x))`` that always normalises with the batch's moments and keeps no running stats.
+
+    The auxiliary heads' normalisation: a head trains only on the slow side and
+    is never evaluated, so running averages would be dead state in every agent's
+    model. Params are named as :class:`~comdml_jax.models.norm.BatchNormAct`'s.
+    """
+
+    epsilon: float = BN_EPS
+    impl: str = "plain"
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        y, _, _ = norm.bn_act(x, scale, bias, None, self.epsilon, True, self.impl == "materialize")
+        return y
+
+
+class ConvHead(nn.Module):
+    """3x3 conv (at the input's width) -> BN -> ReLU -> :class:`Head`: the ``conv`` auxiliary head.
+
+    The auxiliary network of decoupled greedy learning (Belilovsky, Eickenberg &
+    Oyallon 2020) in its smallest form: one convolution lets the slow side's
+    last block learn features that a linear probe of them alone would not
+    need, so the front trains closer to what the full network wants from it.
+    """
+
+    num_classes: int
+    conv_impl: str = "xla"
+    bn_impl: str = "plain"
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        del train
+        y = Conv(x.shape[-1], 3, 1, self.conv_impl, name="conv")(x)
+        y = BatchMomentsNormAct(impl=self.bn_impl, name="bn")(y)
+        return Head(self.num_classes, name="head")(y)
+
+
 def stage_name(i: int) -> str:
     return f"s{i:02d}"
 
@@ -187,6 +229,11 @@ class StagedModel:
         paper counts "layers offloaded" with these.
       num_classes: classifier outputs.
       input_shape: (H, W, C) of one example.
+      aux_head: the auxiliary head of every cut (``model.aux_head``, one of
+        :data:`comdml_jax.catalog.AUX_HEADS`): ``linear`` is the paper's
+        GAP + Dense (:class:`Head`), ``conv`` puts one 3x3 conv-BN-ReLU
+        before it (:class:`ConvHead`).
+      conv_impl, bn_impl: the resolved lowerings the ``conv`` head uses.
     """
 
     name: str
@@ -194,6 +241,19 @@ class StagedModel:
     stage_layers: tuple[int, ...]
     num_classes: int
     input_shape: tuple[int, int, int] = (32, 32, 3)
+    aux_head: str = "linear"
+    conv_impl: str = "xla"
+    bn_impl: str = "plain"
+
+    def aux_head_module(self) -> nn.Module:
+        """The auxiliary head module of a cut (its width comes from its input)."""
+        if self.aux_head == "linear":
+            return Head(self.num_classes)
+        if self.aux_head == "conv":
+            return ConvHead(self.num_classes, self.conv_impl, self.bn_impl)
+        raise ValueError(
+            f"model.aux_head={self.aux_head!r} is unknown; choose one of {catalog.AUX_HEADS}"
+        )
 
     @property
     def num_stages(self) -> int:
@@ -358,7 +418,12 @@ for _depth in (8, 20, 32, 44, 56, 110):
 
 
 def build_model(
-    name: str, num_classes: int = 10, conv_impl: str = "auto", bn_impl: str = "auto", **kwargs
+    name: str,
+    num_classes: int = 10,
+    conv_impl: str = "auto",
+    bn_impl: str = "auto",
+    aux_head: str = "linear",
+    **kwargs,
 ) -> StagedModel:
     """Builds a registered model by name.
 
@@ -367,6 +432,8 @@ def build_model(
       num_classes: classifier outputs.
       conv_impl: convolution lowering, see :mod:`comdml_jax.models.conv`.
       bn_impl: batch-norm lowering, see :mod:`comdml_jax.models.norm`.
+      aux_head: the cuts' auxiliary head, ``linear`` or ``conv``
+        (:attr:`StagedModel.aux_head`).
       **kwargs: model-specific options (``shortcut`` for basic-block models).
 
     Returns:
@@ -374,7 +441,17 @@ def build_model(
     """
     if name not in MODELS:
         raise ValueError(f"model.name={name!r} is unknown; choose one of {sorted(MODELS)}")
-    return MODELS[name](num_classes=num_classes, conv_impl=conv_impl, bn_impl=bn_impl, **kwargs)
+    if aux_head not in catalog.AUX_HEADS:
+        raise ValueError(
+            f"model.aux_head={aux_head!r} is unknown; choose one of {catalog.AUX_HEADS}"
+        )
+    model = MODELS[name](num_classes=num_classes, conv_impl=conv_impl, bn_impl=bn_impl, **kwargs)
+    return dataclasses.replace(
+        model,
+        aux_head=aux_head,
+        conv_impl=resolve_impl(conv_impl),
+        bn_impl=norm.resolve_impl(bn_impl),
+    )
 
 
 def count_params(params: Params) -> int:

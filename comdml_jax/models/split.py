@@ -2,7 +2,8 @@
 
 Cut convention: cut ``m`` offloads the last ``m`` stages to the fast agent.
 The slow side runs stages [0, S - m) plus an auxiliary head (global average
-pooling + Dense) on their output; the fast side runs stages [S - m, S), the last
+pooling + Dense, or with ``model.aux_head = conv`` a 3x3 conv-BN-ReLU before
+them) on their output; the fast side runs stages [S - m, S), the last
 of which is the real head. ``m = 0`` means no split. For the bottleneck
 ResNet-56 the cuts m = 0..7 offload {0, 1, 10, 19, 28, 37, 46, 55} layers, the
 rows of the paper's Table I.
@@ -13,10 +14,11 @@ partition of the keys and joining is their union: no copy, no loss.
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from comdml_jax.models.resnet import BatchStats, Head, Params, StagedModel, stage_name
+from comdml_jax.models.resnet import BatchStats, Params, StagedModel, stage_name
 
 AUX = "aux"  # key of the auxiliary head in slow-side params
 
@@ -38,8 +40,9 @@ def layers_offloaded(model: StagedModel, cut: int) -> int:
     return int(sum(model.stage_layers[boundary(model, cut) :]))
 
 
-def aux_head(model: StagedModel) -> Head:
-    return Head(model.num_classes)
+def aux_head(model: StagedModel) -> nn.Module:
+    """The cuts' auxiliary head (``model.aux_head``: linear GAP + Dense, or conv before it)."""
+    return model.aux_head_module()
 
 
 def init_aux(model: StagedModel, cut: int, key: jax.Array) -> Params:

@@ -8,7 +8,7 @@ pair. Non-participants sit out.
 
 Two facts make it small:
   - pairs do not interact, so each allowed pair (i, j) takes its best cut:
-    w_ij = min_m max(τ̂_i T_s^m, τ̂_j + Ñ_i (ν^m / c_ij + T_f^m step_j)),
+    w_ij = min_m max(τ̂_i T_s^m, τ̂_j + Ñ_i (ν^m / c_ij + r_ij + T_f^m step_j)),
     lowest m on ties;
   - the objective is a max of values from the finite set {τ̂_i} ∪ {w_ij}, so
     replacing every value by its rank in that sorted set is an exactly
@@ -95,6 +95,7 @@ def pair_table(
     tau_hat = n * step
     terms = CutTerms.of(profile)
     c = links.dense()
+    relay = links.relay_dense()
     ok = part[:, None] & part[None, :] & (c > 0) & (tau_hat[None, :] < tau_hat[:, None])
     si, fj = np.nonzero(ok)
     if si.size == 0 or profile.num_cuts < 2:
@@ -108,6 +109,7 @@ def pair_table(
         c[si, fj][:, None],
         terms.fast[None, 1:],
         step[fj][:, None],
+        relay if np.isscalar(relay) else relay[si, fj][:, None],
     )
     v = np.maximum(a, b)
     m = np.argmin(v, axis=1)

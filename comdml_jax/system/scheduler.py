@@ -8,7 +8,9 @@ Each round, with τ̂_i = Ñ_i · t_ref / s_i every participant's time alone:
    - candidates: participants j not yet in a pair, with a usable link
      (c_ij > 0) and strictly faster (τ̂_j < τ̂_i) (line 10);
    - for every candidate and cut m >= 1 (line 18):
-       τ̂_ij^m = max(τ̂_i · T_s^m, τ̂_j + Ñ_i · (ν^m / c_ij + T_f^m · step_j));
+       τ̂_ij^m = max(τ̂_i · T_s^m, τ̂_j + Ñ_i · (ν^m / c_ij + r_ij + T_f^m · step_j)),
+     with r_ij = 0 on a direct link (the paper) and the relay latency of a
+     route with ``system.pairing_links = routes`` (``pair_routes``);
    - take the smallest τ̂_ij^m; ties go to the lowest j, then the lowest m
      (lines 13, 20, 21);
    - pair (i -> j*, m*) only if that beats training alone: τ̂_ij* < τ̂_i.
@@ -63,8 +65,11 @@ def _slowest_first(tau_hat: FloatArray, participants: BoolArray) -> IntArray:
     return idx[np.lexsort((idx, -tau_hat[idx]))]
 
 
-def _best_partner(tau_i, n_i, cand, c, tau_hat_c, step_c, terms):
-    """min over candidates x cuts m >= 1 of τ̂_ij^m: (value, j, m), ties lowest j then m."""
+def _best_partner(tau_i, n_i, cand, c, tau_hat_c, step_c, terms, relay=0.0):
+    """min over candidates x cuts m >= 1 of τ̂_ij^m: (value, j, m), ties lowest j then m.
+
+    ``relay``: [C] relay seconds per transfer to each candidate (routes), or 0.0.
+    """
     a = slow_side_s(tau_i, terms.slow[1:])
     b = fast_side_s(
         tau_hat_c[:, None],
@@ -73,6 +78,7 @@ def _best_partner(tau_i, n_i, cand, c, tau_hat_c, step_c, terms):
         c[:, None],
         terms.fast[None, 1:],
         step_c[:, None],
+        relay if np.isscalar(relay) else relay[:, None],
     )
     v = np.maximum(a[None, :], b)
     per_j = v.min(axis=1)
@@ -269,7 +275,9 @@ def _pair_rows(order, avail, partner, cut, links, n, step, tau_hat, terms):
         cand, c = nbr[ok], cap[ok]
         if cand.size == 0:
             continue
-        v, j, m = _best_partner(tau_hat[i], n[i], cand, c, tau_hat[cand], step[cand], terms)
+        relay = links.relay_of(i)
+        relay = relay if np.isscalar(relay) else relay[ok]
+        v, j, m = _best_partner(tau_hat[i], n[i], cand, c, tau_hat[cand], step[cand], terms, relay)
         if v < tau_hat[i]:
             partner[i], cut[i] = j, m
             avail[i] = avail[j] = False
@@ -304,6 +312,11 @@ def greedy_plan_reference(
         if paired[i]:  # line 4
             continue
         row = links.row(i).tolist()
+        relay = [0.0] * k
+        if links.relay_s is not None:
+            nbr = links.neighbors(i)[0].tolist()
+            for j, r in zip(nbr, links.relay_of(i).tolist(), strict=True):
+                relay[j] = r
         best, best_j, best_m = float("inf"), -1, -1
         for j in range(k):  # line 10
             if j == i or not part[j] or paired[j] or row[j] <= 0:
@@ -313,7 +326,7 @@ def greedy_plan_reference(
             for m in range(1, num_cuts):  # lines 16-19
                 v = max(
                     slow_side_s(tau_hat[i], ts[m]),
-                    fast_side_s(tau_hat[j], n[i], mb[m], row[j], tf[m], step[j]),
+                    fast_side_s(tau_hat[j], n[i], mb[m], row[j], tf[m], step[j], relay[j]),
                 )
                 if v < best:  # lines 13, 20-21 (first minimum: lowest j, then m)
                     best, best_j, best_m = v, j, m

@@ -37,6 +37,7 @@ class SplitProfile:
       fast_param_bytes: [M] int, bytes of fast-side params.
       full_step_flops: FLOPs of one full-model training step at batch B.
       model_bytes: b = 4 bytes x (params + BN statistics), the AllReduce payload.
+      aux_head: the auxiliary head the slow side was profiled with (``model.aux_head``).
     """
 
     model: str
@@ -50,6 +51,7 @@ class SplitProfile:
     fast_param_bytes: np.ndarray
     full_step_flops: float
     model_bytes: int
+    aux_head: str = "linear"
 
     @property
     def num_cuts(self) -> int:
@@ -82,6 +84,7 @@ class SplitProfile:
             "batch_size": self.batch_size,
             "full_step_flops": self.full_step_flops,
             "model_bytes": self.model_bytes,
+            "aux_head": self.aux_head,
         }
         return json.dumps([{**row, **meta} for row in self.rows()])
 
@@ -108,4 +111,5 @@ class SplitProfile:
             fast_param_bytes=col("fast_param_bytes", np.int64),
             full_step_flops=float(first["full_step_flops"]),
             model_bytes=int(first["model_bytes"]),
+            aux_head=str(first.get("aux_head", "linear")),
         )

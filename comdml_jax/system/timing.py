@@ -48,7 +48,7 @@ from ml_collections import ConfigDict
 
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.split_profile import SplitProfile
-from comdml_jax.system.topology import as_links, route_stats
+from comdml_jax.system.topology import Links, as_links, route_stats
 
 FloatArray = np.ndarray  # float64[K]
 IntArray = np.ndarray  # int64[K]
@@ -228,13 +228,17 @@ def slow_side_s(tau_hat_i, slow_rel):
     return tau_hat_i * slow_rel
 
 
-def fast_side_s(tau_hat_j, n_i, megabits, c_ij, fast_rel, step_j):
-    """Fast partner j of i at cut m: τ̂_j + Ñ_i · (ν^m / c_ij + T_f^m · step_j).
+def fast_side_s(tau_hat_j, n_i, megabits, c_ij, fast_rel, step_j, relay_s=0.0):
+    """Fast partner j of i at cut m: τ̂_j + Ñ_i · (ν^m / c_ij + r_ij + T_f^m · step_j).
 
-    The scheduler, the exact solver and :func:`price_round` all evaluate this
-    one expression (scalars or broadcast arrays), so they agree to the bit.
+    r_ij (``relay_s``) is the relay latency of one transfer beyond a direct
+    link's: 0 for a direct link, (h − 1)·α over a route of h hops
+    (``system.pairing_links = routes``, :mod:`comdml_jax.system.pair_routes`).
+    Adding 0.0 leaves every direct pair's value unchanged to the bit. The
+    scheduler, the exact solver and :func:`price_round` all evaluate this one
+    expression (scalars or broadcast arrays), so they agree to the bit.
     """
-    return tau_hat_j + n_i * (megabits / c_ij + fast_rel * step_j)
+    return tau_hat_j + n_i * (megabits / c_ij + relay_s + fast_rel * step_j)
 
 
 # --- AllReduce ---
@@ -388,6 +392,7 @@ def price_round(
     num_batches,
     profile: SplitProfile,
     params: TimingParams,
+    pair_links: Links | None = None,
 ) -> RoundTiming:
     """Prices one planned round with eq. (4) and the AllReduce.
 
@@ -399,11 +404,15 @@ def price_round(
       num_batches: [K] Ñ_i, batches per agent in the local epoch.
       profile: the split profile.
       params: timing parameters.
+      pair_links: the c_ij and relay latencies the pairs send over, when they
+        are not ``links`` (``system.pairing_links = routes``); the AllReduce
+        is always priced on ``links``.
 
     Returns:
       The round's :class:`RoundTiming`.
     """
     links = as_links(links)
+    pair_links = links if pair_links is None else pair_links
     k = plan.num_agents
     cpu = np.asarray(cpu, np.float64)
     n = np.asarray(num_batches, np.float64)
@@ -419,13 +428,16 @@ def price_round(
     s = np.flatnonzero(plan.partner >= 0)
     if s.size:
         f, m = plan.partner[s], plan.cut[s]
-        cap = links.capacity(s, f)
+        cap = pair_links.capacity(s, f)
+        relay = pair_links.relay(s, f)
         if np.any(cap <= 0):
             bad = int(np.flatnonzero(cap <= 0)[0])
             raise ValueError(f"pair ({int(s[bad])}, {int(f[bad])}) has no link (c = 0)")
         tau[s] = compute[s] = slow_side_s(tau_hat[s], terms.slow[m])
         compute[f] = tau_hat[f] + n[s] * (terms.fast[m] * step[f])
-        comm[f] = n[s] * (terms.megabits[m] / cap)
-        tau[f] = fast_side_s(tau_hat[f], n[s], terms.megabits[m], cap, terms.fast[m], step[f])
+        comm[f] = n[s] * (terms.megabits[m] / cap + relay)
+        tau[f] = fast_side_s(
+            tau_hat[f], n[s], terms.megabits[m], cap, terms.fast[m], step[f], relay
+        )
     ar = allreduce_s(part, links, profile.model_bytes, params)
     return phase_timing(part, compute, comm, np.full(k, ar), tau_hat, tau)

@@ -272,6 +272,10 @@ class Links:
       complete: whether every pair of connected agents has a link.
       bandwidth_mbps: [K] per-agent Mbps (complete form; None for a matrix).
       indptr, indices, caps: CSR of the usable links (sparse form), caps > 0.
+      relay_s: aligned with ``caps``, seconds of relay latency one transfer
+        over that link pays beyond a direct link's (``system.pairing_links =
+        routes``: a link that stands for a multi-hop route,
+        :mod:`comdml_jax.system.pair_routes`); None: every link is direct (0 s).
       cache: results derived from these links (routes, components; see
         :mod:`comdml_jax.system.routing`). Treat the arrays as read-only.
     """
@@ -282,6 +286,7 @@ class Links:
     indptr: IntArray | None = None
     indices: IntArray | None = None
     caps: FloatArray | None = None
+    relay_s: FloatArray | None = None
     cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def row(self, i: int) -> FloatArray:
@@ -304,13 +309,18 @@ class Links:
         s, e = self.indptr[i], self.indptr[i + 1]
         return self.indices[s:e], self.caps[s:e]
 
-    def capacity(self, u, v) -> FloatArray:
-        """c_uv for arrays of agent pairs (vectorised)."""
+    def relay_of(self, i: int) -> FloatArray | float:
+        """Relay seconds per transfer over i's links, as :meth:`neighbors` orders them.
+
+        0.0 where every link is direct.
+        """
+        if self.relay_s is None:
+            return 0.0
+        return self.relay_s[self.indptr[i] : self.indptr[i + 1]]
+
+    def _lookup(self, u, v, values) -> FloatArray:
         u = np.asarray(u, np.int64)
         v = np.asarray(v, np.int64)
-        if self.complete:
-            bw = self.bandwidth_mbps
-            return np.where(u != v, np.minimum(bw[u], bw[v]), 0.0)
         k = self.num_agents
         if "keys" not in self.cache:
             rows = np.repeat(np.arange(k, dtype=np.int64), np.diff(self.indptr))
@@ -320,7 +330,22 @@ class Links:
         if len(keys) == 0:
             return np.zeros(q.shape)
         pos = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-        return np.where(keys[pos] == q, self.caps[pos], 0.0)
+        return np.where(keys[pos] == q, values[pos], 0.0)
+
+    def capacity(self, u, v) -> FloatArray:
+        """c_uv for arrays of agent pairs (vectorised)."""
+        if self.complete:
+            u = np.asarray(u, np.int64)
+            v = np.asarray(v, np.int64)
+            bw = self.bandwidth_mbps
+            return np.where(u != v, np.minimum(bw[u], bw[v]), 0.0)
+        return self._lookup(u, v, self.caps)
+
+    def relay(self, u, v) -> FloatArray | float:
+        """Relay seconds per transfer between arrays of agent pairs (0.0: all links direct)."""
+        if self.relay_s is None:
+            return 0.0
+        return self._lookup(u, v, self.relay_s)
 
     def dense(self) -> np.ndarray:
         """[K, K] c matrix (only for small K)."""
@@ -333,6 +358,16 @@ class Links:
         rows = np.repeat(np.arange(k), np.diff(self.indptr))
         c[rows, self.indices] = self.caps
         return c
+
+    def relay_dense(self) -> np.ndarray | float:
+        """[K, K] relay seconds per transfer (only for small K); 0.0: all links direct."""
+        if self.relay_s is None:
+            return 0.0
+        k = self.num_agents
+        r = np.zeros((k, k))
+        rows = np.repeat(np.arange(k), np.diff(self.indptr))
+        r[rows, self.indices] = self.relay_s
+        return r
 
     def csr(self) -> tuple[IntArray, IntArray, FloatArray]:
         """(indptr, indices, caps) of the usable links, built for the complete form too."""

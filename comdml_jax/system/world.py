@@ -39,6 +39,7 @@ from collections.abc import Callable
 import numpy as np
 from ml_collections import ConfigDict
 
+from comdml_jax.system.pair_routes import PAIRING_LINKS, pairing_links
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.profiles import (
     ProfileSpec,
@@ -137,6 +138,8 @@ class System:
       topology: the communication graph.
       timing: the timing-model parameters.
       scheduler: the scheduler's registry name (``system.scheduler``).
+      pairing_links: who a slow agent may pair with (``system.pairing_links``):
+        ``direct`` neighbours or ``routes`` (:mod:`comdml_jax.system.pair_routes`).
     """
 
     num_agents: int
@@ -146,6 +149,7 @@ class System:
     topology: Topology
     timing: TimingParams
     scheduler: str = "greedy"
+    pairing_links: str = "direct"
 
     def profiles_at(self, round_: int) -> tuple[FloatArray, FloatArray]:
         """(cpu, bandwidth_mbps) of round r."""
@@ -196,13 +200,23 @@ class System:
           The plan.
         """
         fn = get_scheduler(scheduler or self.scheduler)
-        return fn(state.cpu, state.links, num_batches, state.participants, profile, self.timing)
+        links = self.links_for_pairing(state)
+        return fn(state.cpu, links, num_batches, state.participants, profile, self.timing)
+
+    def links_for_pairing(self, state: RoundState) -> Links:
+        """The c_ij (and relay latencies) the round's pairs send over (``system.pairing_links``)."""
+        return pairing_links(
+            state.links, state.participants, self.pairing_links, self.timing.latency_s
+        )
 
     def price(
         self, plan: RoundPlan, state: RoundState, num_batches, profile: SplitProfile
     ) -> RoundTiming:
-        """Prices a plan of round r (``timing.price_round``)."""
-        return price_round(plan, state.cpu, state.links, num_batches, profile, self.timing)
+        """Prices a plan of round r (``timing.price_round``; the AllReduce on the real links)."""
+        pairs = self.links_for_pairing(state) if np.any(plan.partner >= 0) else None
+        return price_round(
+            plan, state.cpu, state.links, num_batches, profile, self.timing, pair_links=pairs
+        )
 
 
 def build_system(config: ConfigDict) -> System:
@@ -222,6 +236,11 @@ def build_system(config: ConfigDict) -> System:
         raise ValueError(f"participation = {frac!r} must be in (0, 1]")
     name = config.system.scheduler
     get_scheduler(name)
+    pairing = config.system.get("pairing_links", "direct")
+    if pairing not in PAIRING_LINKS:
+        raise ValueError(
+            f"system.pairing_links = {pairing!r} is unknown; choose one of {PAIRING_LINKS}"
+        )
     return System(
         num_agents=config.num_agents,
         seed=config.seed,
@@ -230,4 +249,5 @@ def build_system(config: ConfigDict) -> System:
         topology=topology_from_config(config),
         timing=TimingParams.from_config(config),
         scheduler=name,
+        pairing_links=pairing,
     )

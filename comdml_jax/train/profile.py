@@ -39,7 +39,9 @@ def step_flops(fn, *args) -> float:
 
 
 @functools.lru_cache(maxsize=32)
-def split_profile(model_name: str, batch_size: int, num_classes: int = 10) -> SplitProfile:
+def split_profile(
+    model_name: str, batch_size: int, num_classes: int = 10, aux_head: str = "linear"
+) -> SplitProfile:
     """Profiles every cut of a registered model at one batch size (SPEC §2).
 
     T_s^m and T_f^m are FLOPs of the slow-side training step (with its aux head)
@@ -52,11 +54,15 @@ def split_profile(model_name: str, batch_size: int, num_classes: int = 10) -> Sp
       model_name: a registered model name.
       batch_size: B.
       num_classes: classifier outputs.
+      aux_head: the slow side's auxiliary head (``model.aux_head``); its
+        training FLOPs are part of T_s^m and its params of the slow bytes.
 
     Returns:
       The :class:`SplitProfile`, one row per cut m = 0..M-1.
     """
-    model = build_model(model_name, num_classes=num_classes, conv_impl="xla", bn_impl="plain")
+    model = build_model(
+        model_name, num_classes=num_classes, conv_impl="xla", bn_impl="plain", aux_head=aux_head
+    )
     tx = steps_lib.make_optimizer(lr=0.1, momentum=0.9)
     params, stats = jax.eval_shape(model.init, jax.random.key(0))
     shapes = model.stage_output_shapes(batch_size)
@@ -104,4 +110,5 @@ def split_profile(model_name: str, batch_size: int, num_classes: int = 10) -> Sp
         fast_param_bytes=np.array(rows["fast_bytes"]),
         full_step_flops=full,
         model_bytes=_nbytes(params) + _nbytes(stats),
+        aux_head=aux_head,
     )

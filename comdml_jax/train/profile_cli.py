@@ -1,6 +1,7 @@
 """``comdml-profile``: the split profile of a model, one row per cut.
 
     comdml-profile --model resnet56 --batch-size 100 [--json] [--num-classes 10]
+                   [--aux-head linear|conv]
 
 Prints, for every cut m, the layers offloaded, T_s^m and T_f^m (training cost
 of the slow side + aux head and of the fast side relative to the full step,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from comdml_jax.catalog import AUX_HEADS
 from comdml_jax.models.resnet import MODELS
 
 
@@ -45,13 +47,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="resnet56", choices=sorted(MODELS))
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument(
+        "--aux-head", default="linear", choices=AUX_HEADS, help="the cuts' auxiliary head"
+    )
     p.add_argument("--json", action="store_true", help="print a JSON array, one object per cut")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         p.error("--batch-size must be >= 1")
     from comdml_jax.train.profile import split_profile
 
-    profile = split_profile(args.model, args.batch_size, args.num_classes)
+    profile = split_profile(args.model, args.batch_size, args.num_classes, args.aux_head)
     print(profile.to_json() if args.json else format_table(profile))
 
 
