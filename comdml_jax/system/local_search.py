@@ -1,0 +1,392 @@
+"""``system.scheduler = "greedy_ls"``: Algorithm 1 followed by a local search on problem (5).
+
+Problem (5) (docs/timing_model.md): minimise the makespan max_i τ_i over
+pairings (slow i offloads to a strictly faster participant j, τ̂_j < τ̂_i, with
+c_ij > 0; every agent in at most one pair) and cuts m >= 1. A pair (i, j) at
+cut m gives τ_i = τ̂_i · T_s^m and τ_j = τ̂_j + Ñ_i · (ν^m / c_ij + T_f^m · step_j);
+an agent not in a pair has τ = τ̂. Every cut choice takes the pair's best cut,
+min_m max(τ_i, τ_j), lowest m on ties, as Algorithm 1 does.
+
+The search starts from :func:`scheduler.greedy_plan` and keeps every agent's τ.
+Each step looks at the critical agent a (argmax τ, ties lowest index) and its
+pair's slow agent e (a itself when a is a slow agent or unpaired; a's slow
+agent when a is a fast partner), with e's partner f0 (if any). It tries these
+move kinds in order and applies the best move of the first kind that has an
+improving one:
+
+1. re-pair: e takes the free faster partner that gives the lowest time (or
+   keeps f0 at its best cut), or the pair (e, f0) is dissolved;
+2. swap: the critical pair (e, f0) and another pair (s2, f2) exchange partners,
+   (e, f2) and (s2, f0);
+3. steal: e takes another pair's fast partner f2, its slow agent s2 trains alone;
+4. steal-and-rehome: as 3, but s2 pairs with one of its candidate free
+   partners (see below);
+5. an ejection chain: e takes f2 from s2, s2 takes f3 from s3, ..., and the
+   last one robbed trains alone or takes a free partner; found by breadth-first
+   search over at most :data:`CHAIN_EXPANSIONS` expanded agents, each with its
+   :data:`REHOME` best thefts.
+
+A move is improving when the largest new τ of the agents it touches is
+strictly below the makespan T. The critical agent is always touched, so either
+the makespan or the number of agents at it strictly decreases
+(lexicographic descent): the search terminates; it also stops after
+:data:`MAX_MOVES` moves or when the critical agent has no improving move.
+Ties between moves of a kind go to the lowest new maximum, then the lowest
+agent indices; there is no randomness, and the result does not depend on dict
+or set order.
+
+Candidates. A re-pair evaluates every free faster agent whose τ̂ is below
+min(T, τ̂_e) (a pair's time is at least its fast agent's τ̂): on a sparse
+topology among e's neighbours (``links.neighbors``), on a complete one as a
+prefix of the participants sorted by τ̂. Swaps and thefts evaluate the fast
+partners of the other pairs under the same bound (again e's neighbours on a
+sparse topology), vectorised. A robbed or ejected agent x re-homes with free
+candidates: its free neighbours on a sparse topology; on a complete topology
+the :data:`REHOME` free participants with the smallest τ̂ (the fastest alone,
+ties lowest index); plus f0, which the move frees. So a step costs O(K) numpy
+work at most, not O(K²).
+
+Every pair time goes through one function, :meth:`_Search._pair_times`,
+which evaluates ``timing.slow_side_s`` and ``timing.fast_side_s`` with
+c = ``links.capacity`` exactly as ``timing.price_round`` does, so the τ the
+search tracks is the τ the plan is priced at, to the bit.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from comdml_jax.system.plan import RoundPlan
+from comdml_jax.system.scheduler import SCHEDULERS, greedy_plan
+from comdml_jax.system.split_profile import SplitProfile
+from comdml_jax.system.timing import (
+    CutTerms,
+    TimingParams,
+    fast_side_s,
+    slow_side_s,
+    step_s,
+)
+from comdml_jax.system.topology import as_links
+
+FloatArray = np.ndarray  # float64[K]
+BoolArray = np.ndarray  # bool[K]
+
+MAX_MOVES = 1024  # moves applied at most
+REHOME = 8  # free candidates of a re-homed agent (complete topology); thefts per chain node
+CHAIN_EXPANSIONS = 32  # agents the ejection-chain search expands at most
+
+_EMPTY = np.zeros(0, np.int64)
+
+
+class _Move:
+    """A candidate move: dissolve the pairs of ``unpair`` (slow agents), then form ``pairs``.
+
+    ``pairs``: [(slow, fast, cut, τ_slow, τ_fast), ...]; ``new_max``: the largest
+    new τ of the agents it touches.
+    """
+
+    __slots__ = ("new_max", "unpair", "pairs")
+
+    def __init__(self, new_max, unpair, pairs):
+        self.new_max, self.unpair, self.pairs = float(new_max), tuple(unpair), tuple(pairs)
+
+
+class _Search:
+    """The local search's state: the pairing, the cuts and every agent's τ."""
+
+    def __init__(self, cpu, links, num_batches, participants, profile, params, start: RoundPlan):
+        self.links = links
+        self.k = links.num_agents
+        self.part = np.asarray(participants, bool)
+        self.n = np.asarray(num_batches, np.float64)
+        self.step = step_s(cpu, profile, params)
+        self.tau_hat = self.n * self.step
+        terms = CutTerms.of(profile)
+        self.t_slow, self.t_fast, self.mb = terms.slow[1:], terms.fast[1:], terms.megabits[1:]
+        self.partner = np.array(start.partner, np.int64)
+        self.cut = np.array(start.cut, np.int64)
+        self.slow_of = np.full(self.k, -1, np.int64)
+        self.tau = np.where(self.part, self.tau_hat, -np.inf)
+        s = np.flatnonzero(self.partner >= 0)
+        if s.size:
+            f = self.partner[s]
+            self.slow_of[f] = s
+            _, m, ts, tf = self._pair_times(s, f)  # the greedy's pairs at their best cut
+            self.cut[s] = m
+            self.tau[s], self.tau[f] = ts, tf
+        self.free = self.part & (self.partner < 0) & (self.slow_of < 0)
+        idx = np.flatnonzero(self.part)
+        self.asc = idx[np.lexsort((idx, self.tau_hat[idx]))]  # by τ̂, ties lowest index
+        self.asc_tau = self.tau_hat[self.asc]
+        self.moves = 0
+
+    # --- the one place a pair's time is computed ---
+
+    def _pair_times(self, s, f):
+        """Each pair (s[p], f[p]) at its best cut: (time, cut, τ_slow, τ_fast), [P] each.
+
+        time is inf for a pair problem (5) does not allow (not both participants,
+        f not strictly faster, or c_sf = 0). Ties between cuts go to the lowest m.
+        """
+        s, f = np.broadcast_arrays(np.asarray(s, np.int64), np.asarray(f, np.int64))
+        s, f = s.reshape(-1), f.reshape(-1)
+        c = self.links.capacity(s, f)
+        ok = (c > 0) & (self.tau_hat[f] < self.tau_hat[s]) & self.part[s] & self.part[f]
+        a = slow_side_s(self.tau_hat[s][:, None], self.t_slow[None, :])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            b = fast_side_s(
+                self.tau_hat[f][:, None],
+                self.n[s][:, None],
+                self.mb[None, :],
+                c[:, None],
+                self.t_fast[None, :],
+                self.step[f][:, None],
+            )
+        v = np.maximum(a, b)
+        v[~ok] = np.inf
+        m = np.argmin(v, axis=1)
+        r = np.arange(m.size)
+        return v[r, m], m + 1, a[r, m], b[r, m]
+
+    # --- candidates ---
+
+    def _faster_than(self, bound):
+        """Participants with τ̂ < bound, by τ̂ (complete topology)."""
+        return self.asc[: int(np.searchsorted(self.asc_tau, bound, side="left"))]
+
+    def _near(self, x, bound):
+        """Agents that could be x's partner below ``bound``: faster, τ̂ < bound, linked."""
+        b = min(bound, self.tau_hat[x])
+        if self.links.complete:
+            return self._faster_than(b)
+        nbr, _ = self.links.neighbors(x)
+        return nbr[self.part[nbr] & (self.tau_hat[nbr] < b)]
+
+    def _pool(self, x, freed, exclude=()):
+        """x's free re-home candidates (module docstring), plus ``freed``, minus ``exclude``."""
+        if self.links.complete:
+            cand = self.asc[self.free[self.asc]][:REHOME]
+        else:
+            nbr, _ = self.links.neighbors(x)
+            cand = nbr[self.free[nbr]]
+        if freed >= 0:
+            cand = np.append(cand, freed)
+        if exclude:
+            cand = cand[~np.isin(cand, np.asarray(exclude, np.int64))]
+        return cand
+
+    def _others(self, e, f0, bound):
+        """Fast partners f2 of the pairs other than e's that could be e's partner below bound."""
+        f2 = self._near(e, bound)
+        f2 = f2[self.slow_of[f2] >= 0]
+        return f2[f2 != f0]
+
+    # --- the move kinds ---
+
+    def _repair(self, e, f0, t):
+        cand = self._near(e, t)
+        cand = cand[self.free[cand]]
+        if f0 >= 0:
+            cand = np.append(cand, f0)
+        moves = []
+        if cand.size:
+            v, m, ts, tf = self._pair_times(e, cand)
+            left = self.tau_hat[f0] if f0 >= 0 else -np.inf
+            nm = np.where(cand == f0, v, np.maximum(v, left))
+            r = _best(nm, cand)
+            if nm[r] < t:
+                j = int(cand[r])
+                moves.append(_Move(nm[r], [e] if f0 >= 0 else [], [(e, j, m[r], ts[r], tf[r])]))
+        if f0 >= 0:
+            nm = max(self.tau_hat[e], self.tau_hat[f0])
+            if nm < t:
+                moves.append(_Move(nm, [e], []))
+        return min(moves, key=lambda mv: mv.new_max) if moves else None
+
+    def _swap(self, e, f0, t):
+        if f0 < 0:
+            return None
+        f2 = self._others(e, f0, t)
+        if f2.size == 0:
+            return None
+        s2 = self.slow_of[f2]
+        v1, m1, ts1, tf1 = self._pair_times(e, f2)
+        v2, m2, ts2, tf2 = self._pair_times(s2, f0)
+        nm = np.maximum(v1, v2)
+        r = _best(nm, s2)
+        if not nm[r] < t:
+            return None
+        return _Move(
+            nm[r],
+            [e, int(s2[r])],
+            [(e, int(f2[r]), m1[r], ts1[r], tf1[r]), (int(s2[r]), f0, m2[r], ts2[r], tf2[r])],
+        )
+
+    def _thefts(self, e, f0, t):
+        """(f2, s2, time, cut, τ_e, τ_f2) of every theft by e below t, best first."""
+        f2 = self._others(e, f0, t)
+        if f2.size == 0:
+            return None
+        v, m, ts, tf = self._pair_times(e, f2)
+        ok = v < t
+        if not ok.any():
+            return None
+        f2, v, m, ts, tf = f2[ok], v[ok], m[ok], ts[ok], tf[ok]
+        o = np.lexsort((f2, v))
+        return f2[o], self.slow_of[f2[o]], v[o], m[o], ts[o], tf[o]
+
+    def _steal(self, e, f0, t, thefts):
+        if thefts is None:
+            return None
+        f2, s2, v, m, ts, tf = thefts
+        left = self.tau_hat[f0] if f0 >= 0 else -np.inf
+        nm = np.maximum(np.maximum(v, self.tau_hat[s2]), left)
+        r = _best(nm, s2)
+        if not nm[r] < t:
+            return None
+        unpair = ([e] if f0 >= 0 else []) + [int(s2[r])]
+        return _Move(nm[r], unpair, [(e, int(f2[r]), m[r], ts[r], tf[r])])
+
+    def _rehome(self, e, f0, t, thefts):
+        if thefts is None:
+            return None
+        f2, s2, v, m, ts, tf = thefts
+        rows, homes = [], []
+        for r in range(f2.size):
+            cand = self._pool(int(s2[r]), f0, exclude=(e,))
+            rows.append(np.full(cand.size, r))
+            homes.append(cand)
+        rows, homes = np.concatenate(rows), np.concatenate(homes)
+        if homes.size == 0:
+            return None
+        hv, hm, hts, htf = self._pair_times(s2[rows], homes)
+        left = np.where(homes == f0, -np.inf, self.tau_hat[f0] if f0 >= 0 else -np.inf)
+        nm = np.maximum(np.maximum(v[rows], hv), left)
+        b = _best(nm, s2[rows], homes)
+        if not nm[b] < t:
+            return None
+        r, h = rows[b], int(homes[b])
+        unpair = ([e] if f0 >= 0 else []) + [int(s2[r])]
+        pairs = [(e, int(f2[r]), m[r], ts[r], tf[r]), (int(s2[r]), h, hm[b], hts[b], htf[b])]
+        return _Move(nm[b], unpair, pairs)
+
+    def _chain(self, e, f0, t):
+        """Breadth-first ejection chains (module docstring); the first that closes below t."""
+        if f0 >= 0 and not self.tau_hat[f0] < t:
+            return None
+        start = [e] if f0 >= 0 else []
+        queue = deque([(e, (), (e,) if f0 < 0 else (e, f0))])
+        expansions = 0
+        while queue and expansions < CHAIN_EXPANSIONS:
+            x, pairs, used = queue.popleft()
+            expansions += 1
+            robbed = [p[0] for p in pairs]
+            if x != e:
+                # close: x trains alone, or takes a free partner
+                taken = tuple(p[1] for p in pairs)
+                cand = self._pool(x, f0, exclude=taken + (e,))
+                best = None
+                if cand.size:
+                    v, m, ts, tf = self._pair_times(x, cand)
+                    r = _best(v, cand)
+                    if v[r] < t:
+                        best = (v[r], (x, int(cand[r]), m[r], ts[r], tf[r]))
+                if self.tau_hat[x] < t and (best is None or self.tau_hat[x] <= best[0]):
+                    best = (self.tau_hat[x], None)
+                if best is not None:
+                    new = list(pairs) + ([best[1]] if best[1] is not None else [])
+                    nm = max([best[0]] + [max(p[3], p[4]) for p in pairs])
+                    if f0 >= 0 and not any(p[1] == f0 for p in new):
+                        nm = max(nm, self.tau_hat[f0])
+                    return _Move(nm, start + robbed[1:] + [x], new)
+            # expand: x takes the fast partner of a pair not in the chain
+            f2 = self._near(x, t)
+            f2 = f2[(self.slow_of[f2] >= 0) & ~np.isin(f2, np.asarray(used, np.int64))]
+            if f2.size == 0:
+                continue
+            v, m, ts, tf = self._pair_times(x, f2)
+            ok = v < t
+            f2, v, m, ts, tf = f2[ok], v[ok], m[ok], ts[ok], tf[ok]
+            for r in np.lexsort((f2, v))[:REHOME]:
+                j = int(f2[r])
+                s2 = int(self.slow_of[j])
+                queue.append((s2, pairs + ((x, j, m[r], ts[r], tf[r]),), used + (s2, j)))
+        return None
+
+    # --- the search ---
+
+    def apply(self, move: _Move):
+        for s in move.unpair:
+            f = self.partner[s]
+            self.partner[s], self.cut[s], self.slow_of[f] = -1, 0, -1
+            self.tau[s], self.tau[f] = self.tau_hat[s], self.tau_hat[f]
+            self.free[s] = self.free[f] = True
+        for s, f, m, ts, tf in move.pairs:
+            self.partner[s], self.cut[s], self.slow_of[f] = f, m, s
+            self.tau[s], self.tau[f] = ts, tf
+            self.free[s] = self.free[f] = False
+        self.moves += 1
+
+    def improve(self) -> bool:
+        """One move on the critical agent; False when it has no improving move."""
+        a = int(np.argmax(self.tau))
+        t = float(self.tau[a])
+        e = int(self.slow_of[a]) if self.slow_of[a] >= 0 else a
+        f0 = int(self.partner[e])
+        move = self._repair(e, f0, t) or self._swap(e, f0, t)
+        if move is None:
+            thefts = self._thefts(e, f0, t)
+            move = self._steal(e, f0, t, thefts) or self._rehome(e, f0, t, thefts)
+        move = move or self._chain(e, f0, t)
+        if move is None:
+            return False
+        self.apply(move)
+        return True
+
+    def run(self):
+        if not self.part.any():
+            return
+        while self.moves < MAX_MOVES and self.improve():
+            pass
+
+    def plan(self) -> RoundPlan:
+        return RoundPlan(self.part, self.partner, self.cut)
+
+
+def _best(values, *keys):
+    """Index of the smallest value, ties by the lowest keys (in the order given)."""
+    return int(np.lexsort(tuple(reversed(keys)) + (values,))[0])
+
+
+def _search(cpu, links, num_batches, participants, profile, params) -> _Search:
+    links = as_links(links)
+    start = greedy_plan(cpu, links, num_batches, participants, profile, params)
+    s = _Search(cpu, links, num_batches, participants, profile, params, start)
+    if profile.num_cuts >= 2:
+        s.run()
+    return s
+
+
+def greedy_ls_plan(
+    cpu: FloatArray,
+    links,
+    num_batches,
+    participants: BoolArray,
+    profile: SplitProfile,
+    params: TimingParams,
+) -> RoundPlan:
+    """Algorithm 1, then the local search of the module docstring.
+
+    Args:
+      cpu, links, num_batches, participants, profile, params: as for
+        ``scheduler.greedy_plan``.
+
+    Returns:
+      A plan whose makespan is at most the greedy's.
+    """
+    return _search(cpu, links, num_batches, participants, profile, params).plan()
+
+
+SCHEDULERS["greedy_ls"] = greedy_ls_plan
