@@ -105,6 +105,8 @@ class _Search:
         self.tau_hat = self.n * self.step
         terms = CutTerms.of(profile)
         self.t_slow, self.t_fast, self.mb = terms.slow[1:], terms.fast[1:], terms.megabits[1:]
+        self.cut_ids = np.arange(self.t_slow.size)
+        self.min_slow = float(self.t_slow.min()) if self.t_slow.size else 1.0  # bound only
         self.partner = np.array(start.partner, np.int64)
         self.cut = np.array(start.cut, np.int64)
         self.slow_of = np.full(self.k, -1, np.int64)
@@ -124,31 +126,43 @@ class _Search:
 
     # --- the one place a pair's time is computed ---
 
-    def _pair_times(self, s, f):
+    def _pair_times(self, s, f, bound=np.inf):
         """Each pair (s[p], f[p]) at its best cut: (time, cut, τ_slow, τ_fast), [P] each.
 
         time is inf for a pair problem (5) does not allow (not both participants,
         f not strictly faster, or c_sf = 0). Ties between cuts go to the lowest m.
+
+        With a finite ``bound`` only the cuts at which some slow agent's side is
+        below it are evaluated: every other cut's time is >= bound for every row.
+        A time below ``bound`` is then exact (same cut, same τ); a time at or
+        above it only says so (callers accept a pair only below their bound).
         """
         s, f = np.broadcast_arrays(np.asarray(s, np.int64), np.asarray(f, np.int64))
         s, f = s.reshape(-1), f.reshape(-1)
+        cols = self.cut_ids
+        if np.isfinite(bound) and s.size:
+            lo = self.tau_hat[s].min()
+            cols = cols[slow_side_s(lo, self.t_slow) < bound]
+            if cols.size == 0:
+                inf = np.full(s.size, np.inf)
+                return inf, np.ones(s.size, np.int64), inf, inf
         c = self.links.capacity(s, f)
         ok = (c > 0) & (self.tau_hat[f] < self.tau_hat[s]) & self.part[s] & self.part[f]
-        a = slow_side_s(self.tau_hat[s][:, None], self.t_slow[None, :])
+        a = slow_side_s(self.tau_hat[s][:, None], self.t_slow[None, cols])
         with np.errstate(divide="ignore", invalid="ignore"):
             b = fast_side_s(
                 self.tau_hat[f][:, None],
                 self.n[s][:, None],
-                self.mb[None, :],
+                self.mb[None, cols],
                 c[:, None],
-                self.t_fast[None, :],
+                self.t_fast[None, cols],
                 self.step[f][:, None],
             )
         v = np.maximum(a, b)
         v[~ok] = np.inf
         m = np.argmin(v, axis=1)
         r = np.arange(m.size)
-        return v[r, m], m + 1, a[r, m], b[r, m]
+        return v[r, m], cols[m] + 1, a[r, m], b[r, m]
 
     # --- candidates ---
 
@@ -157,12 +171,24 @@ class _Search:
         return self.asc[: int(np.searchsorted(self.asc_tau, bound, side="left"))]
 
     def _near(self, x, bound):
-        """Agents that could be x's partner below ``bound``: faster, τ̂ < bound, linked."""
+        """Agents that could be x's partner below ``bound``: faster, τ̂ < bound, linked.
+
+        Also drops those whose pair with x is at least ``bound`` by a lower bound
+        of :meth:`_pair_times` that ignores the link term: a cut m can only beat
+        ``bound`` if τ̂_x · T_s^m < bound, and then τ_j >= τ̂_j + Ñ_x · T_f^m · step_j.
+        """
         b = min(bound, self.tau_hat[x])
         if self.links.complete:
-            return self._faster_than(b)
-        nbr, _ = self.links.neighbors(x)
-        return nbr[self.part[nbr] & (self.tau_hat[nbr] < b)]
+            cand = self._faster_than(b)
+        else:
+            nbr, _ = self.links.neighbors(x)
+            cand = nbr[self.part[nbr] & (self.tau_hat[nbr] < b)]
+        allowed = slow_side_s(self.tau_hat[x], self.t_slow) < bound
+        if not allowed.any():
+            return _EMPTY
+        rel = float(self.t_fast[allowed].min())
+        lb = self.tau_hat[cand] + self.n[x] * (rel * self.step[cand])
+        return cand[lb < bound]
 
     def _pool(self, x, freed, exclude=()):
         """x's free re-home candidates (module docstring), plus ``freed``, minus ``exclude``."""
@@ -192,7 +218,7 @@ class _Search:
             cand = np.append(cand, f0)
         moves = []
         if cand.size:
-            v, m, ts, tf = self._pair_times(e, cand)
+            v, m, ts, tf = self._pair_times(e, cand, t)
             left = self.tau_hat[f0] if f0 >= 0 else -np.inf
             nm = np.where(cand == f0, v, np.maximum(v, left))
             r = _best(nm, cand)
@@ -211,9 +237,14 @@ class _Search:
         f2 = self._others(e, f0, t)
         if f2.size == 0:
             return None
+        v1, m1, ts1, tf1 = self._pair_times(e, f2, t)
+        ok = v1 < t  # (e, f2) must beat t before (s2, f0) is worth evaluating
         s2 = self.slow_of[f2]
-        v1, m1, ts1, tf1 = self._pair_times(e, f2)
-        v2, m2, ts2, tf2 = self._pair_times(s2, f0)
+        ok &= (self.tau_hat[s2] > self.tau_hat[f0]) & (self.tau_hat[s2] * self.min_slow < t)
+        if not ok.any():
+            return None
+        f2, s2, v1, m1, ts1, tf1 = f2[ok], s2[ok], v1[ok], m1[ok], ts1[ok], tf1[ok]
+        v2, m2, ts2, tf2 = self._pair_times(s2, f0, t)
         nm = np.maximum(v1, v2)
         r = _best(nm, s2)
         if not nm[r] < t:
@@ -229,7 +260,7 @@ class _Search:
         f2 = self._others(e, f0, t)
         if f2.size == 0:
             return None
-        v, m, ts, tf = self._pair_times(e, f2)
+        v, m, ts, tf = self._pair_times(e, f2, t)
         ok = v < t
         if not ok.any():
             return None
@@ -253,15 +284,19 @@ class _Search:
         if thefts is None:
             return None
         f2, s2, v, m, ts, tf = thefts
-        rows, homes = [], []
-        for r in range(f2.size):
-            cand = self._pool(int(s2[r]), f0, exclude=(e,))
-            rows.append(np.full(cand.size, r))
-            homes.append(cand)
-        rows, homes = np.concatenate(rows), np.concatenate(homes)
+        if self.links.complete:  # one pool for every robbed agent
+            pool = self._pool(e, f0, exclude=(e,))
+            rows, homes = np.repeat(np.arange(f2.size), pool.size), np.tile(pool, f2.size)
+        else:
+            rows, homes = [], []
+            for r in range(f2.size):
+                cand = self._pool(int(s2[r]), f0, exclude=(e,))
+                rows.append(np.full(cand.size, r))
+                homes.append(cand)
+            rows, homes = np.concatenate(rows), np.concatenate(homes)
         if homes.size == 0:
             return None
-        hv, hm, hts, htf = self._pair_times(s2[rows], homes)
+        hv, hm, hts, htf = self._pair_times(s2[rows], homes, t)
         left = np.where(homes == f0, -np.inf, self.tau_hat[f0] if f0 >= 0 else -np.inf)
         nm = np.maximum(np.maximum(v[rows], hv), left)
         b = _best(nm, s2[rows], homes)
@@ -289,7 +324,7 @@ class _Search:
                 cand = self._pool(x, f0, exclude=taken + (e,))
                 best = None
                 if cand.size:
-                    v, m, ts, tf = self._pair_times(x, cand)
+                    v, m, ts, tf = self._pair_times(x, cand, t)
                     r = _best(v, cand)
                     if v[r] < t:
                         best = (v[r], (x, int(cand[r]), m[r], ts[r], tf[r]))
@@ -306,7 +341,7 @@ class _Search:
             f2 = f2[(self.slow_of[f2] >= 0) & ~np.isin(f2, np.asarray(used, np.int64))]
             if f2.size == 0:
                 continue
-            v, m, ts, tf = self._pair_times(x, f2)
+            v, m, ts, tf = self._pair_times(x, f2, t)
             ok = v < t
             f2, v, m, ts, tf = f2[ok], v[ok], m[ok], ts[ok], tf[ok]
             for r in np.lexsort((f2, v))[:REHOME]:
@@ -357,7 +392,10 @@ class _Search:
 
 def _best(values, *keys):
     """Index of the smallest value, ties by the lowest keys (in the order given)."""
-    return int(np.lexsort(tuple(reversed(keys)) + (values,))[0])
+    rows = np.flatnonzero(values == values.min())
+    if rows.size == 1:
+        return int(rows[0])
+    return int(rows[np.lexsort(tuple(k[rows] for k in reversed(keys)))[0]])
 
 
 def _search(cpu, links, num_batches, participants, profile, params) -> _Search:
