@@ -69,7 +69,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.system.topology.kind = "full"  # full | random | ring | edges
     c.system.topology.p = 0.2  # link probability of the random topology
     c.system.topology.edges = ()  # explicit edge list ((i, j), ...)
-    c.system.scheduler = "greedy"  # greedy (Algorithm 1) | exact (small K) | none
+    # greedy (Algorithm 1) | greedy_ls (Algorithm 1 + local search) | exact (small K) | none
+    c.system.scheduler = "greedy"
     c.system.sweep_cuts = False  # experiments.plan: also price every forced cut (Table I)
 
     # --- optimisation (SPEC §3) ---
