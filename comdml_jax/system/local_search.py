@@ -106,7 +106,7 @@ class _Search:
         terms = CutTerms.of(profile)
         self.t_slow, self.t_fast, self.mb = terms.slow[1:], terms.fast[1:], terms.megabits[1:]
         self.cut_ids = np.arange(self.t_slow.size)
-        self.min_slow = float(self.t_slow.min()) if self.t_slow.size else 1.0  # bound only
+        self.min_slow = float(self.t_slow.min()) if self.t_slow.size else 1.0  # bounds only
         self.partner = np.array(start.partner, np.int64)
         self.cut = np.array(start.cut, np.int64)
         self.slow_of = np.full(self.k, -1, np.int64)
@@ -137,32 +137,36 @@ class _Search:
         A time below ``bound`` is then exact (same cut, same τ); a time at or
         above it only says so (callers accept a pair only below their bound).
         """
-        s, f = np.broadcast_arrays(np.asarray(s, np.int64), np.asarray(f, np.int64))
-        s, f = s.reshape(-1), f.reshape(-1)
+        s, f = np.asarray(s, np.int64), np.asarray(f, np.int64)
+        size = max(s.size, f.size)
         cols = self.cut_ids
-        if np.isfinite(bound) and s.size:
-            lo = self.tau_hat[s].min()
-            cols = cols[slow_side_s(lo, self.t_slow) < bound]
+        if np.isfinite(bound) and size:
+            cols = cols[slow_side_s(self.tau_hat[s].min(), self.t_slow) < bound]
             if cols.size == 0:
-                inf = np.full(s.size, np.inf)
-                return inf, np.ones(s.size, np.int64), inf, inf
+                inf = np.full(size, np.inf)
+                return inf, np.ones(size, np.int64), inf, inf
         c = self.links.capacity(s, f)
         ok = (c > 0) & (self.tau_hat[f] < self.tau_hat[s]) & self.part[s] & self.part[f]
-        a = slow_side_s(self.tau_hat[s][:, None], self.t_slow[None, cols])
+        col = (slice(None), None)  # one slow (fast) agent broadcasts as a scalar
+
+        def per_row(x):
+            return x[col] if x.ndim else x
+
+        a = slow_side_s(per_row(self.tau_hat[s]), self.t_slow[cols])
         with np.errstate(divide="ignore", invalid="ignore"):
             b = fast_side_s(
-                self.tau_hat[f][:, None],
-                self.n[s][:, None],
-                self.mb[None, cols],
-                c[:, None],
-                self.t_fast[None, cols],
-                self.step[f][:, None],
+                per_row(self.tau_hat[f]),
+                per_row(self.n[s]),
+                self.mb[cols],
+                c[col],
+                self.t_fast[cols],
+                per_row(self.step[f]),
             )
         v = np.maximum(a, b)
-        v[~ok] = np.inf
         m = np.argmin(v, axis=1)
-        r = np.arange(m.size)
-        return v[r, m], cols[m] + 1, a[r, m], b[r, m]
+        r = np.arange(size)
+        ts = a[r, m] if a.ndim == 2 else a[m]
+        return np.where(ok, v[r, m], np.inf), cols[m] + 1, ts, b[r, m]
 
     # --- candidates ---
 
@@ -240,7 +244,7 @@ class _Search:
         v1, m1, ts1, tf1 = self._pair_times(e, f2, t)
         ok = v1 < t  # (e, f2) must beat t before (s2, f0) is worth evaluating
         s2 = self.slow_of[f2]
-        ok &= (self.tau_hat[s2] > self.tau_hat[f0]) & (self.tau_hat[s2] * self.min_slow < t)
+        ok &= (self.tau_hat[s2] > self.tau_hat[f0]) & (slow_side_s(self.tau_hat[s2], self.min_slow) < t)
         if not ok.any():
             return None
         f2, s2, v1, m1, ts1, tf1 = f2[ok], s2[ok], v1[ok], m1[ok], ts1[ok], tf1[ok]
