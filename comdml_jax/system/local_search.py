@@ -244,7 +244,8 @@ class _Search:
         v1, m1, ts1, tf1 = self._pair_times(e, f2, t)
         ok = v1 < t  # (e, f2) must beat t before (s2, f0) is worth evaluating
         s2 = self.slow_of[f2]
-        ok &= (self.tau_hat[s2] > self.tau_hat[f0]) & (slow_side_s(self.tau_hat[s2], self.min_slow) < t)
+        ok &= self.tau_hat[s2] > self.tau_hat[f0]
+        ok &= slow_side_s(self.tau_hat[s2], self.min_slow) < t
         if not ok.any():
             return None
         f2, s2, v1, m1, ts1, tf1 = f2[ok], s2[ok], v1[ok], m1[ok], ts1[ok], tf1[ok]
