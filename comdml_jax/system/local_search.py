@@ -22,8 +22,10 @@ improving one:
 4. steal-and-rehome: as 3, but s2 pairs with one of its candidate free
    partners (see below);
 5. an ejection chain: e takes f2 from s2, s2 takes f3 from s3, ..., and the
-   last one robbed trains alone or takes a free partner; found by breadth-first
-   search over at most :data:`CHAIN_EXPANSIONS` expanded agents, each with its
+   last one robbed trains alone, takes a free partner, or takes as its partner
+   the slow agent y of a pair outside the chain (y's partner then trains
+   alone; e itself may close this way too); found by breadth-first search over
+   at most :data:`CHAIN_EXPANSIONS` expanded agents, each with its
    :data:`REHOME` best thefts.
 
 A move is improving when the largest new τ of the agents it touches is
@@ -323,24 +325,36 @@ class _Search:
             x, pairs, used = queue.popleft()
             expansions += 1
             robbed = [p[0] for p in pairs]
+            # close: x trains alone, takes a free partner, or takes the slow agent y of a
+            # pair outside the chain as its partner (y's partner then trains alone)
+            options = []  # (the closing step's new max, rank, new pair or None, unpair)
             if x != e:
-                # close: x trains alone, or takes a free partner
+                if self.tau_hat[x] < t:
+                    options.append((self.tau_hat[x], 0, None, ()))
                 taken = tuple(p[1] for p in pairs)
                 cand = self._pool(x, f0, exclude=taken + (e,))
-                best = None
                 if cand.size:
                     v, m, ts, tf = self._pair_times(x, cand, t)
                     r = _best(v, cand)
                     if v[r] < t:
-                        best = (v[r], (x, int(cand[r]), m[r], ts[r], tf[r]))
-                if self.tau_hat[x] < t and (best is None or self.tau_hat[x] <= best[0]):
-                    best = (self.tau_hat[x], None)
-                if best is not None:
-                    new = list(pairs) + ([best[1]] if best[1] is not None else [])
-                    nm = max([best[0]] + [max(p[3], p[4]) for p in pairs])
-                    if f0 >= 0 and not any(p[1] == f0 for p in new):
-                        nm = max(nm, self.tau_hat[f0])
-                    return _Move(nm, start + robbed[1:] + [x], new)
+                        options.append((v[r], 1, (x, int(cand[r]), m[r], ts[r], tf[r]), ()))
+            ys = self._near(x, t)
+            ys = ys[(self.partner[ys] >= 0) & ~np.isin(ys, np.asarray(used, np.int64))]
+            if ys.size:
+                v, m, ts, tf = self._pair_times(x, ys, t)
+                nm = np.maximum(v, self.tau_hat[self.partner[ys]])
+                r = _best(nm, ys)
+                if nm[r] < t:
+                    y = int(ys[r])
+                    options.append((nm[r], 2, (x, y, m[r], ts[r], tf[r]), (y,)))
+            if options:
+                val, _, pair, extra = min(options, key=lambda o: (o[0], o[1]))
+                new = list(pairs) + ([pair] if pair is not None else [])
+                nm = max([val] + [max(p[3], p[4]) for p in pairs])
+                if f0 >= 0 and not any(p[1] == f0 for p in new):
+                    nm = max(nm, self.tau_hat[f0])
+                unpair = start + robbed[1:] + ([x] if x != e else []) + list(extra)
+                return _Move(nm, unpair, new)
             # expand: x takes the fast partner of a pair not in the chain
             f2 = self._near(x, t)
             f2 = f2[(self.slow_of[f2] >= 0) & ~np.isin(f2, np.asarray(used, np.int64))]
