@@ -434,7 +434,7 @@ def greedy_ls_plan(
     profile: SplitProfile,
     params: TimingParams,
 ) -> RoundPlan:
-    """Algorithm 1, then the local search of the module docstring.
+    """Algorithm 1, then a local search on the critical agent (local_search.py docstring).
 
     Args:
       cpu, links, num_batches, participants, profile, params: as for
