@@ -125,6 +125,7 @@ class _Search:
         self.asc = idx[np.lexsort((idx, self.tau_hat[idx]))]  # by τ̂, ties lowest index
         self.asc_tau = self.tau_hat[self.asc]
         self.moves = 0
+        self._near_cache: dict = {}
 
     # --- the one place a pair's time is computed ---
 
@@ -141,29 +142,29 @@ class _Search:
         """
         s, f = np.asarray(s, np.int64), np.asarray(f, np.int64)
         size = max(s.size, f.size)
+        th_s, th_f = self.tau_hat[s], self.tau_hat[f]
         cols = self.cut_ids
         if np.isfinite(bound) and size:
-            cols = cols[slow_side_s(self.tau_hat[s].min(), self.t_slow) < bound]
+            cols = cols[slow_side_s(th_s.min(), self.t_slow) < bound]
             if cols.size == 0:
                 inf = np.full(size, np.inf)
                 return inf, np.ones(size, np.int64), inf, inf
         c = self.links.capacity(s, f)
-        ok = (c > 0) & (self.tau_hat[f] < self.tau_hat[s]) & self.part[s] & self.part[f]
-        col = (slice(None), None)  # one slow (fast) agent broadcasts as a scalar
+        ok = (c > 0) & (th_f < th_s) & self.part[s] & self.part[f]
+        c = np.where(ok, c, np.inf)  # a pair not allowed: no division by 0 (its time is inf)
 
-        def per_row(x):
-            return x[col] if x.ndim else x
+        def per_row(x):  # one slow (fast) agent broadcasts as a scalar
+            return x[:, None] if x.ndim else x
 
-        a = slow_side_s(per_row(self.tau_hat[s]), self.t_slow[cols])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            b = fast_side_s(
-                per_row(self.tau_hat[f]),
-                per_row(self.n[s]),
-                self.mb[cols],
-                c[col],
-                self.t_fast[cols],
-                per_row(self.step[f]),
-            )
+        a = slow_side_s(per_row(th_s), self.t_slow[cols])
+        b = fast_side_s(
+            per_row(th_f),
+            per_row(self.n[s]),
+            self.mb[cols],
+            c[:, None],
+            self.t_fast[cols],
+            per_row(self.step[f]),
+        )
         v = np.maximum(a, b)
         m = np.argmin(v, axis=1)
         r = np.arange(size)
@@ -183,6 +184,13 @@ class _Search:
         of :meth:`_pair_times` that ignores the link term: a cut m can only beat
         ``bound`` if τ̂_x · T_s^m < bound, and then τ_j >= τ̂_j + Ñ_x · T_f^m · step_j.
         """
+        key = (x, bound)
+        if key in self._near_cache:
+            return self._near_cache[key]
+        self._near_cache[key] = out = self._near_uncached(x, bound)
+        return out
+
+    def _near_uncached(self, x, bound):
         b = min(bound, self.tau_hat[x])
         if self.links.complete:
             cand = self._faster_than(b)
@@ -387,6 +395,7 @@ class _Search:
         """One move on the critical agent; False when it has no improving move."""
         a = int(np.argmax(self.tau))
         t = float(self.tau[a])
+        self._near_cache = {}  # _near depends on (x, bound) only: the same within a step
         e = int(self.slow_of[a]) if self.slow_of[a] >= 0 else a
         f0 = int(self.partner[e])
         move = self._repair(e, f0, t) or self._swap(e, f0, t)
