@@ -126,6 +126,7 @@ class _Search:
         self.asc_tau = self.tau_hat[self.asc]
         self.moves = 0
         self._near_cache: dict = {}
+        self._cls = None  # class of each agent, computed when first needed (_distinct_pairs)
 
     # --- the one place a pair's time is computed ---
 
@@ -270,9 +271,28 @@ class _Search:
             [(e, int(f2[r]), m1[r], ts1[r], tf1[r]), (int(s2[r]), f0, m2[r], ts2[r], tf2[r])],
         )
 
+    def _distinct_pairs(self, f2):
+        """Fast partners f2, one per (class of its slow agent, its class): the lowest slow index.
+
+        On a complete topology agents with equal (Ñ, step, bandwidth) are
+        interchangeable (equal τ̂ and c with everyone), so a theft's outcome depends
+        on the two classes only, and ties go to the lowest slow index. Order kept.
+        """
+        if not self.links.complete or f2.size < 2:
+            return f2
+        if self._cls is None:
+            keys = np.stack([self.n, self.step, self.links.bandwidth_mbps], axis=1)
+            self._cls = np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+        s2 = self.slow_of[f2]
+        key = self._cls[s2] * self.k + self._cls[f2]
+        o = np.lexsort((s2, key))
+        first = np.ones(o.size, bool)
+        first[1:] = key[o][1:] != key[o][:-1]
+        return f2[np.sort(o[first])]
+
     def _thefts(self, e, f0, t):
         """(f2, s2, time, cut, τ_e, τ_f2) of every theft by e below t, best first."""
-        f2 = self._others(e, f0, t)
+        f2 = self._distinct_pairs(self._others(e, f0, t))
         if f2.size == 0:
             return None
         v, m, ts, tf = self._pair_times(e, f2, t)
@@ -366,6 +386,7 @@ class _Search:
             # expand: x takes the fast partner of a pair not in the chain
             f2 = self._near(x, t)
             f2 = f2[(self.slow_of[f2] >= 0) & ~np.isin(f2, np.asarray(used, np.int64))]
+            f2 = self._distinct_pairs(f2)
             if f2.size == 0:
                 continue
             v, m, ts, tf = self._pair_times(x, f2, t)
