@@ -179,13 +179,14 @@ def test_reaches_the_optimum_on_most_random_worlds():
 
 
 @pytest.mark.parametrize("kind", ["full", "random"])
-def test_at_scale(kind):
-    """K = 600 with few profile classes: the search improves and stays exactly priced."""
+@pytest.mark.parametrize("batches", ["varied", "few"])
+def test_at_scale(kind, batches):
+    """K = 600, varied Ñ or few profile classes: the search improves and stays exactly priced."""
     rng = np.random.default_rng(3)
     k = 600
     cpu = rng.choice([4.0, 2.0, 1.0, 0.5, 0.2], k)
     bw = rng.choice([0.0, 10.0, 20.0, 50.0, 100.0], k)
-    nb = rng.integers(1, 101, k)
+    nb = rng.integers(1, 101, k) if batches == "varied" else rng.choice([3, 10, 40], k)
     links = as_links(bw) if kind == "full" else link_capacities(make_topology(kind, k, p=0.05), bw)
     part = main_component(links, bw > 0)
     w = (cpu, links, nb, part, resnet56_profile(), TimingParams())

@@ -38,15 +38,19 @@ agent indices; there is no randomness, and the result does not depend on dict
 or set order.
 
 Candidates. A re-pair evaluates every free faster agent whose τ̂ is below
-min(T, τ̂_e) (a pair's time is at least its fast agent's τ̂): on a sparse
-topology among e's neighbours (``links.neighbors``), on a complete one as a
-prefix of the participants sorted by τ̂. Swaps and thefts evaluate the fast
-partners of the other pairs under the same bound (again e's neighbours on a
-sparse topology), vectorised. A robbed or ejected agent x re-homes with free
-candidates: its free neighbours on a sparse topology; on a complete topology
-the :data:`REHOME` free participants with the smallest τ̂ (the fastest alone,
-ties lowest index); plus f0, which the move frees. So a step costs O(K) numpy
-work at most, not O(K²).
+min(T, τ̂_e) (a pair's time is at least its fast agent's τ̂) and that passes
+a lower bound of the pair time without the link term: on a sparse topology
+among e's neighbours (``links.neighbors``), on a complete one as a prefix of
+the participants sorted by τ̂. Swaps and thefts evaluate the fast partners
+of the other pairs under the same bounds (again e's neighbours on a sparse
+topology), vectorised; on a complete topology thefts keep one pair per
+(class of the slow agent, class of the fast one), where a class is the
+agents with equal (Ñ, step, bandwidth), which are interchangeable. A robbed
+or ejected agent x re-homes with free candidates: its free neighbours on a
+sparse topology; on a complete topology the :data:`REHOME` free participants
+with the smallest τ̂ (the fastest alone, ties lowest index); plus f0, which
+the move frees. Only cuts whose slow side can beat T are evaluated. So a
+step costs O(K) numpy work at most, not O(K²).
 
 Every pair time goes through one function, :meth:`_Search._pair_times`,
 which evaluates ``timing.slow_side_s`` and ``timing.fast_side_s`` with
