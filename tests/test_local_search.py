@@ -157,6 +157,9 @@ def test_between_exact_and_greedy_on_random_worlds(seed):
     assert exact <= got <= greedy
     again = greedy_ls_plan(*w)  # deterministic
     assert np.array_equal(again.partner, plan.partner) and np.array_equal(again.cut, plan.cut)
+    # the search starts from the greedy's pairs at the greedy's cuts
+    g = greedy_plan(*w)
+    assert np.array_equal(ls._Search(*w, g).cut, g.cut)
     # the τ the search tracked is the τ the plan is priced at, to the bit
     s = ls._search(*w)
     tau = price_round(s.plan(), cpu, links, nb, prof, params).tau_s
