@@ -326,13 +326,16 @@ class _Search:
         if self.links.complete:  # one pool for every robbed agent
             pool = self._pool(e, f0, exclude=(e,))
             rows, homes = np.repeat(np.arange(f2.size), pool.size), np.tile(pool, f2.size)
-        else:
-            rows, homes = [], []
-            for r in range(f2.size):
-                cand = self._pool(int(s2[r]), f0, exclude=(e,))
-                rows.append(np.full(cand.size, r))
-                homes.append(cand)
-            rows, homes = np.concatenate(rows), np.concatenate(homes)
+        else:  # each robbed agent's free neighbours (its _pool), all at once from the CSR rows
+            lo, size = self.links.indptr[s2], np.diff(self.links.indptr)[s2]
+            rows = np.repeat(np.arange(f2.size), size)
+            pos = np.arange(size.sum()) - np.repeat(np.cumsum(size) - size - lo, size)
+            homes = self.links.indices[pos]
+            keep = self.free[homes] & (homes != e)
+            rows, homes = rows[keep], homes[keep]
+            if f0 >= 0:
+                rows = np.concatenate([rows, np.arange(f2.size)])
+                homes = np.concatenate([homes, np.full(f2.size, f0)])
         if homes.size == 0:
             return None
         hv, hm, hts, htf = self._pair_times(s2[rows], homes, t)
