@@ -72,7 +72,8 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.system.topology.kind = "full"  # full | random | ring | edges
     c.system.topology.p = 0.2  # link probability of the random topology
     c.system.topology.edges = ()  # explicit edge list ((i, j), ...)
-    c.system.scheduler = "greedy"  # greedy (Algorithm 1) | greedy_ls | exact (small K) | none
+    # greedy (Algorithm 1) | greedy_ls (Algorithm 1 + local search) | exact (small K) | none
+    c.system.scheduler = "greedy"
     # which agents a slow agent may pair with: direct (its neighbours, the paper) | routes
     # (any reachable participant, over the AllReduce's routes; comdml_jax.system.pair_routes)
     c.system.pairing_links = "direct"

@@ -7,6 +7,7 @@ from test_system_scheduler import toy_profile
 
 from comdml_jax.system import build_system
 from comdml_jax.system.exact import exact_plan
+from comdml_jax.system.local_search import greedy_ls_plan
 from comdml_jax.system.pair_routes import pairing_links
 from comdml_jax.system.scheduler import greedy_plan, greedy_plan_reference
 from comdml_jax.system.timing import TimingParams, price_round
@@ -51,6 +52,9 @@ def test_routes_pair_the_slowest_agent_two_hops_away_by_hand():
     assert t.makespan_s == pytest.approx(3.35)
     # the AllReduce is priced on the real line (3 hops), not on the routes
     assert t.exchange_time_s == t_direct.exchange_time_s > 0
+    ls = greedy_ls_plan(cpu, routed, nb, part, PROFILE, PARAMS)
+    t_ls = price_round(ls, cpu, links, nb, PROFILE, PARAMS, pair_links=routed)
+    assert t_ls.makespan_s == t.makespan_s
     # the exact optimum over the routed links is this plan's makespan
     best = exact_plan(cpu, routed, nb, part, PROFILE, PARAMS)
     opt = price_round(best, cpu, links, nb, PROFILE, PARAMS, pair_links=routed)
@@ -90,10 +94,13 @@ def test_routed_scheduler_paths_agree_on_random_sparse_worlds():
         # every pair is between participants that a route joins
         for i, j, _ in plan.pairs:
             assert part[i] and part[j] and routed.capacity([i], [j])[0] > 0
+        ls = greedy_ls_plan(*args)
+        tl = price_round(ls, cpu, links, nb, resnet56_profile(), TimingParams(), routed)
+        assert tl.makespan_s <= t.makespan_s
         if len(direct.pairs) and k <= 12:
             e = exact_plan(*args)
             te = price_round(e, cpu, links, nb, resnet56_profile(), TimingParams(), routed)
-            assert te.makespan_s <= t.makespan_s
+            assert te.makespan_s <= tl.makespan_s
 
 
 def test_the_system_plans_and_prices_over_routes_at_fig3s_setting():
