@@ -3,14 +3,15 @@
     python benchmarks/local_search.py [--worlds N] [--part gap|time|both]
 
 Part "gap": on N seeded random worlds (default 320, so that at least 300 of
-them allow a pair), K = 4..12 agents, the makespan gap to the exact optimum (CP-SAT, ``exact_plan``) of ``greedy`` and
-``greedy_ls``, (makespan − optimum) / optimum, each plan priced by
-``timing.price_round``. The worlds mix topologies (full; random p = 0.3, 0.6;
-ring), participation (every connected agent, or each sampled with
-probability 0.75), CPU and bandwidth draws (some agents disconnected), 1..30
-batches per agent, and split profiles (the analytic ResNet-56 at two FLOP
-counts, random 2..5-cut toy profiles). Worlds where no pair is allowed (the
-optimum is everybody alone) are skipped and counted.
+them allow a pair), K = 4..12 agents, the makespan gap to the exact optimum
+(CP-SAT, ``exact_plan``) of ``greedy`` and ``greedy_ls``, (makespan −
+optimum) / optimum, each plan priced by ``timing.price_round``. The worlds
+mix topologies (full; random p = 0.3, 0.6; ring), participation (every
+connected agent, or each sampled with probability 0.75), CPU and bandwidth
+draws (some agents disconnected), 1..30 batches per agent, and split
+profiles (the analytic ResNet-56 at two FLOP counts, random 2..5-cut toy
+profiles). Worlds where no pair is allowed (the optimum is everybody alone)
+are skipped and counted.
 
 Part "time": plan time of ``greedy`` and ``greedy_ls`` (best wall seconds of
 7 calls at K = 1,000 and 5 at K = 10,000, the two schedulers' calls
