@@ -65,6 +65,15 @@ AUX_HEADS: tuple[str, ...] = ("linear", "conv")
 """``model.aux_head``: ``linear`` (the paper's GAP + Dense) or ``conv`` (one 3x3 conv-BN-ReLU
 before it; ``models.resnet.ConvHead``)."""
 
+ADDED_FIELDS: dict[str, object] = {
+    "model.aux_head": "linear",
+    "system.pairing_links": "direct",
+}
+"""Config fields added after runs were recorded, each with the value that behaves as the
+code before it did: a recorded ``config.json`` without the field reads as that value, so
+resuming or reusing such a run is not refused (``run_dir.config_diff``,
+``comparison.config_differences``)."""
+
 CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "matmul")
 """``model.conv_impl`` (``models.conv.IMPLS``)."""
 

@@ -132,12 +132,18 @@ def _flat(d: Mapping, prefix: str = "") -> dict:
 def config_differences(stored: Mapping, config: ml_collections.ConfigDict) -> list[str]:
     """Fields (dotted) whose value in a stored ``config.json`` differs from ``config``.
 
-    :data:`IGNORED_FIELDS` are left out.
+    :data:`IGNORED_FIELDS` are left out; a stored config without one of
+    ``catalog.ADDED_FIELDS`` has that field's old-behaviour value.
     """
     new = _flat(json.loads(json.dumps(to_jsonable(config.to_dict()))))
     old = _flat(stored)
     keys = sorted(set(new) | set(old))
-    return [k for k in keys if k not in IGNORED_FIELDS and old.get(k, "<absent>") != new.get(k)]
+    return [
+        k
+        for k in keys
+        if k not in IGNORED_FIELDS
+        and old.get(k, catalog.ADDED_FIELDS.get(k, "<absent>")) != new.get(k)
+    ]
 
 
 def is_finished(folder: Path, config: ml_collections.ConfigDict) -> bool:

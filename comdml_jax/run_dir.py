@@ -51,6 +51,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from comdml_jax.catalog import ADDED_FIELDS
 from comdml_jax.config_check import ConfigError, validate_config
 
 RECORD = "config.json"
@@ -250,14 +251,16 @@ def config_diff(recorded: dict, config: ml_collections.ConfigDict) -> list[tuple
 
     Returns:
       Sorted ``(field, recorded value, new value)``; a field missing on one side
-      has the value ``"<absent>"`` there.
+      has the value ``"<absent>"`` there, except that a recorded config without
+      one of ``catalog.ADDED_FIELDS`` has that field's old-behaviour value.
     """
     old, new = _flatten(recorded), _flatten(config_record(config))
     out = []
     for key in sorted(old.keys() | new.keys()):
         if key in RESUMABLE_FIELDS:
             continue
-        a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        a = old.get(key, ADDED_FIELDS.get(key, _ABSENT))
+        b = new.get(key, _ABSENT)
         if a is _ABSENT or b is _ABSENT or not _same(a, b):
             out.append((key, "<absent>" if a is _ABSENT else a, "<absent>" if b is _ABSENT else b))
     return out

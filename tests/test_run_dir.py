@@ -258,3 +258,16 @@ def test_the_backend_probe_line_is_filtered(tmp_path):
     if every == 0:
         pytest.skip("JAX logged no failed backend probe on this machine")
     assert shown == 0
+
+
+def test_a_run_recorded_before_a_field_was_added_reads_it_as_the_old_behaviour():
+    c = smoke_config("/data")
+    recorded = config_record(c)
+    del recorded["model"]["aux_head"], recorded["system"]["pairing_links"]
+    assert config_diff(recorded, c) == []
+    from comdml_jax.comparison import config_differences
+
+    assert config_differences(recorded, c) == []
+    c.model.aux_head = "conv"  # but a new run with the option on differs from it
+    assert config_diff(recorded, c) == [("model.aux_head", "linear", "conv")]
+    assert config_differences(recorded, c) == ["model.aux_head"]
