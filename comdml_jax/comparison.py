@@ -36,7 +36,7 @@ import numpy as np
 from absl import logging
 
 from comdml_jax import catalog
-from comdml_jax.config_check import ConfigError
+from comdml_jax.errors import ConfigError
 from comdml_jax.report import comparison as report_lib
 from comdml_jax.report.writers import JsonlWriter, to_jsonable, write_json
 

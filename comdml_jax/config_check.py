@@ -49,38 +49,16 @@ than B samples (their one batch wraps around, ``data.agents``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 from absl import logging
 
+from comdml_jax.errors import ConfigError, is_bool, is_int, is_num, require
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the field and the fix."""
-
-
-def _require(ok: bool, field: str, value, fix: str) -> None:
-    if not ok:
-        raise ConfigError(f"--config.{field}={value!r} is invalid: {fix}")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
-
-
-def _is_num(x) -> bool:
-    """A finite real number (not a bool)."""
-    return (
-        isinstance(x, (int, float, np.integer, np.floating))
-        and not isinstance(x, (bool, np.bool_))
-        and math.isfinite(x)
-    )
-
-
-def _is_bool(x) -> bool:
-    return isinstance(x, (bool, np.bool_))
+# The leaf module's names under the short private names this module has always used.
+_require, _is_int, _is_num, _is_bool = require, is_int, is_num, is_bool
 
 
 def validate_config(config: ml_collections.ConfigDict):
@@ -548,7 +526,8 @@ def check_aggregation(config: ml_collections.ConfigDict, system) -> None:
       ConfigError: naming num_agents, participation, the bandwidth field or
         the topology field, whichever makes aggregation impossible.
     """
-    from comdml_jax.system.topology import components, link_capacities
+    from comdml_jax.system.routing import components
+    from comdml_jax.system.topology import link_capacities
 
     k = int(config.num_agents)
     _require(

@@ -135,8 +135,8 @@ def refusals():
     Catches :class:`~comdml_jax.config_check.ConfigError` (``run_dir.WorkdirError``
     is one) and ``data.datasets.DatasetNotFoundError``; anything else propagates.
     """
-    from comdml_jax.config_check import ConfigError
     from comdml_jax.data.datasets import DatasetNotFoundError
+    from comdml_jax.errors import ConfigError
 
     try:
         yield

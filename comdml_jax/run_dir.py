@@ -52,7 +52,8 @@ import ml_collections
 from absl import logging
 
 from comdml_jax.catalog import ADDED_FIELDS
-from comdml_jax.config_check import ConfigError, validate_config
+from comdml_jax.config_check import validate_config
+from comdml_jax.errors import ConfigError
 
 RECORD = "config.json"
 # Fields that may differ between the recorded config and a resumed run, and why.

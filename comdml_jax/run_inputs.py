@@ -54,7 +54,7 @@ def load_profile(config: ConfigDict, profile_json: str = "", num_classes: int = 
         with open(profile_json) as f:
             profile = SplitProfile.from_json(f.read())
         if profile.aux_head != aux_head_of(config):
-            from comdml_jax.config_check import ConfigError
+            from comdml_jax.errors import ConfigError
 
             raise ConfigError(
                 f"model.aux_head = {aux_head_of(config)!r}, but the profile {profile_json} was "

@@ -65,8 +65,8 @@ def main(argv):
         launch.init_distributed(_DISTRIBUTED)  # several processes: jax.distributed
     except ValueError as e:
         fail(str(e))
-    from comdml_jax.config_check import ConfigError
     from comdml_jax.data.datasets import DatasetNotFoundError
+    from comdml_jax.errors import ConfigError
     from comdml_jax.experiment import NonFiniteRunError, run
 
     try:

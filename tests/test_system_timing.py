@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from test_system_fixtures import resnet56_profile
 
+from comdml_jax.system.routing import route_stats
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import (
     RoundPlan,
@@ -16,7 +17,7 @@ from comdml_jax.system.timing import (
     price_round,
     ring_s,
 )
-from comdml_jax.system.topology import link_capacities, make_topology, route_stats
+from comdml_jax.system.topology import link_capacities, make_topology
 
 SQRT2 = math.sqrt(2)
 

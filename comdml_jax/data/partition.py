@@ -257,7 +257,7 @@ def partition_for_run(config, labels: np.ndarray) -> Partition:
     Raises:
       ConfigError: some agent would hold no samples.
     """
-    from comdml_jax.config_check import ConfigError
+    from comdml_jax.errors import ConfigError
 
     k, n = int(config.num_agents), int(np.asarray(labels).shape[0])
     subset = config.data.train_subset

@@ -18,7 +18,9 @@ import math
 
 import ml_collections
 
-from comdml_jax.config_check import ConfigError, _is_int, _require
+from comdml_jax.errors import ConfigError
+from comdml_jax.errors import is_int as _is_int
+from comdml_jax.errors import require as _require
 
 # Names of the DP mechanisms and noise placements (registries live in privacy/dp.py).
 DP_MECHANISMS = ("none", "gaussian", "laplace")

@@ -9,6 +9,7 @@ from comdml_jax.system.gap import GapReport, greedy_gap
 from comdml_jax.system.local_search import greedy_ls_plan
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.profiles import ProfileSpec, profile_spec_from_config, profiles_at
+from comdml_jax.system.routing import route_stats
 from comdml_jax.system.scheduler import (
     SCHEDULERS,
     get_scheduler,
@@ -33,7 +34,6 @@ from comdml_jax.system.topology import (
     as_links,
     link_capacities,
     make_topology,
-    route_stats,
     topology_from_config,
 )
 from comdml_jax.system.world import RoundState, System, build_system, main_component, sampled_at

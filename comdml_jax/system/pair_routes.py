@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from comdml_jax.system.routing import LRU, digest, routes_from
+from comdml_jax.system.cache import LRU, digest
+from comdml_jax.system.routing import routes_from
 from comdml_jax.system.topology import Links
 
 PAIRING_LINKS = ("direct", "routes")

@@ -76,16 +76,15 @@ changes reuse them.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
-import hashlib
-from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import scipy.sparse
 from scipy.sparse import csgraph
+
+from comdml_jax.system.cache import LRU, digest
 
 if TYPE_CHECKING:
     from comdml_jax.system.topology import Links
@@ -102,37 +101,6 @@ _GROUP_WORDS = 4  # words moved by one gather of the bit-parallel BFS
 _HEAVY = 32  # nodes with more links than columns of at least this many nodes: reduceat
 _WORD = 64
 _ONE = np.uint64(1)
-
-
-class LRU:
-    """A small least-recently-used map: ``get(key, make)`` computes on a miss."""
-
-    def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._d: collections.OrderedDict = collections.OrderedDict()
-
-    def get(self, key, make: Callable[[], object]):
-        if key in self._d:
-            self._d.move_to_end(key)
-            return self._d[key]
-        value = make()
-        self._d[key] = value
-        if len(self._d) > self.maxsize:
-            self._d.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._d)
-
-
-def digest(*arrays) -> bytes:
-    """A 16-byte hash of arrays' dtypes, shapes and contents (cache keys)."""
-    h = hashlib.blake2b(digest_size=16)
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.digest()
 
 
 def _lru(links: Links, name: str, size: int) -> LRU:

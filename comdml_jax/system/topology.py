@@ -50,18 +50,8 @@ import numpy as np
 import scipy.sparse
 from ml_collections import ConfigDict
 
+from comdml_jax.system.cache import LRU, digest
 from comdml_jax.system.profiles import Purpose, rng_for
-from comdml_jax.system.routing import (  # noqa: F401  (re-exported; _bfs for older callers)
-    LRU,
-    Routes,
-    RouteStats,
-    _bfs,
-    components,
-    digest,
-    pair_routes,
-    route_stats,
-    routes_from,
-)
 
 FloatArray = np.ndarray  # float64[K]
 IntArray = np.ndarray  # int64[...]

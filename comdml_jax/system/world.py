@@ -48,13 +48,13 @@ from comdml_jax.system.profiles import (
     profiles_at,
     rng_for,
 )
+from comdml_jax.system.routing import components
 from comdml_jax.system.scheduler import get_scheduler
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import RoundTiming, TimingParams, price_round
 from comdml_jax.system.topology import (
     Links,
     Topology,
-    components,
     link_capacities,
     topology_from_config,
 )
