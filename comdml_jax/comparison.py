@@ -38,11 +38,7 @@ from absl import logging
 from comdml_jax import catalog
 from comdml_jax.errors import ConfigError
 from comdml_jax.report import comparison as report_lib
-from comdml_jax.report.writers import JsonlWriter, to_jsonable, write_json
-
-# Config fields that may differ between a stored run and a rerun of the comparison:
-# ``rounds`` (a finished comparison can be extended) and fields that change no result.
-IGNORED_FIELDS = ("rounds", "data.data_dir", "data.cache_dir", "plots", "checkpoint_every")
+from comdml_jax.report.writers import JsonlWriter, write_json
 
 
 def validate_methods(methods: Sequence[str]) -> list[str]:
@@ -132,18 +128,14 @@ def _flat(d: Mapping, prefix: str = "") -> dict:
 def config_differences(stored: Mapping, config: ml_collections.ConfigDict) -> list[str]:
     """Fields (dotted) whose value in a stored ``config.json`` differs from ``config``.
 
-    :data:`IGNORED_FIELDS` are left out; a stored config without one of
-    ``catalog.ADDED_FIELDS`` has that field's old-behaviour value.
+    The same comparison as a resume's (``run_dir.config_diff``: the fields that
+    cannot change a number, ``run_dir.RESUMABLE_FIELDS``, are left out, and a
+    stored config without one of ``catalog.ADDED_FIELDS`` has that field's
+    old-behaviour value), so a run that may be resumed may also be reused.
     """
-    new = _flat(json.loads(json.dumps(to_jsonable(config.to_dict()))))
-    old = _flat(stored)
-    keys = sorted(set(new) | set(old))
-    return [
-        k
-        for k in keys
-        if k not in IGNORED_FIELDS
-        and old.get(k, catalog.ADDED_FIELDS.get(k, "<absent>")) != new.get(k)
-    ]
+    from comdml_jax.run_dir import config_diff
+
+    return [field for field, _, _ in config_diff(dict(stored), config)]
 
 
 def is_finished(folder: Path, config: ml_collections.ConfigDict) -> bool:

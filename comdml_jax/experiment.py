@@ -171,6 +171,7 @@ def build(
     config: ml_collections.ConfigDict,
     workdir: str | os.PathLike[str],
     dataset: Dataset | None = None,
+    system=None,
 ) -> Experiment:
     """Validates the config, then loads data and builds the system, model and engine.
 
@@ -179,11 +180,14 @@ def build(
       workdir: the run's output folder (not touched here).
       dataset: the data set to use instead of loading ``config.data`` (benchmarks
         pass synthetic data).
+      system: the ``System`` that ``validate_config(config)`` returned, where the
+        caller validated already (``run_dir.prepare``); None validates here.
 
     Returns:
       The built experiment.
     """
-    system = validate_config(config)  # the System it checked, built once
+    if system is None:
+        system = validate_config(config)  # the System it checked, built once
     method = get_method(config.method)
     seed = int(config.seed)
     if dataset is None:
@@ -641,6 +645,7 @@ def run(
     fresh: bool = False,
     progress: str = "auto",
     started: float | None = None,
+    system=None,
 ) -> dict:
     """Runs (or resumes) an experiment and writes its outputs to ``workdir``.
 
@@ -664,6 +669,8 @@ def run(
         seconds from then to the first round are this session's start-up, added
         to ``wall_time_s`` and to ``startup_s`` of the run state (so a resumed
         run counts every session's) and reported in ``summary.json``.
+      system: the ``System`` the CLI's check already built from ``config``
+        (``launch.check_run``), so the config is validated once; None: here.
 
     Returns:
       The summary dict.
@@ -675,8 +682,8 @@ def run(
     if main:
         # Validate the config and the workdir, and check that a previous run there may be
         # resumed (or remove it with fresh), before any work or write.
-        run_dir.prepare(config, workdir, fresh=fresh)
-    exp = build(config, workdir)
+        system = run_dir.prepare(config, workdir, fresh=fresh, system=system).system
+    exp = build(config, workdir, system=system)
     if main:
         warning = split_warning(exp.system.topology, exp.method)
         if warning:

@@ -144,7 +144,7 @@ def refusals():
         fail(str(e))
 
 
-def check_run(config, workdir, *, fresh: bool = False) -> None:
+def check_run(config, workdir, *, fresh: bool = False):
     """``experiments.run``'s checks (``run_dir.prepare``: config, paths, resume), no JAX.
 
     Also a data set that is missing where no download can fetch it
@@ -152,16 +152,21 @@ def check_run(config, workdir, *, fresh: bool = False) -> None:
 
     Refuses (:func:`fail`, exit code 2) what they refuse. ``fresh`` only checks here;
     the previous run is removed when the run itself starts.
+
+    Returns:
+      The ``System`` that ``validate_config`` built, for ``experiment.run`` (so the
+      config is validated once per session).
     """
     from comdml_jax import run_dir
     from comdml_jax.data.datasets import check_source
 
     with refusals():
-        run_dir.validate_config(config)
+        system = run_dir.validate_config(config)
         check_source(config.data)
         run_dir.check_paths(config, workdir)
         if not fresh and run_dir.run_files(Path(workdir).expanduser()):
             run_dir.check_resume(config, Path(workdir).expanduser())
+    return system
 
 
 def enable_compilation_cache() -> None:

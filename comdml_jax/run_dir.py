@@ -96,12 +96,15 @@ class RunDir:
       resumed: whether a previous run with a compatible config is there.
       rounds_done: the round of its latest checkpoint (0 if none).
       removed: the run files that ``fresh=True`` removed, relative to ``path``.
+      system: the ``System`` that ``validate_config`` built (``experiment.build``
+        takes it, so the config is validated once).
     """
 
     path: Path
     resumed: bool
     rounds_done: int = 0
     removed: tuple[str, ...] = ()
+    system: Any = None
 
 
 # ------------------------------------------------------------------------ paths
@@ -341,7 +344,11 @@ def remove_run(workdir: str | os.PathLike[str]) -> tuple[str, ...]:
 
 
 def prepare(
-    config: ml_collections.ConfigDict, workdir: str | os.PathLike[str], *, fresh: bool = False
+    config: ml_collections.ConfigDict,
+    workdir: str | os.PathLike[str],
+    *,
+    fresh: bool = False,
+    system=None,
 ) -> RunDir:
     """Everything a run checks before any work; see the module docstring.
 
@@ -349,6 +356,8 @@ def prepare(
       config: the run config.
       workdir: the run's output folder (created later by the run, not here).
       fresh: discard a previous run in ``workdir`` and start over.
+      system: the ``System`` a caller's ``validate_config(config)`` already
+        returned (``launch.check_run``); None validates here.
 
     Returns:
       What was found (and, with ``fresh``, removed).
@@ -358,15 +367,15 @@ def prepare(
       WorkdirError: a bad path, or a previous run that this config may not
         resume (nothing is touched).
     """
-    validate_config(config)
+    system = validate_config(config) if system is None else system
     check_paths(config, workdir)
     path = Path(workdir).expanduser()
     if not run_files(path):
-        return RunDir(path, resumed=False)
+        return RunDir(path, resumed=False, system=system)
     if fresh:
         removed = remove_run(path)
         logging.info("--fresh: removed the previous run in %s (%s)", path, ", ".join(removed))
-        return RunDir(path, resumed=False, removed=removed)
+        return RunDir(path, resumed=False, removed=removed, system=system)
     done = check_resume(config, path)
     logging.info("resuming the run in %s (%d rounds done)", path, done)
-    return RunDir(path, resumed=True, rounds_done=done)
+    return RunDir(path, resumed=True, rounds_done=done, system=system)

@@ -59,7 +59,7 @@ parse_flags = launch.parse_flags
 def main(argv):
     del argv
     # Every check before JAX loads: a refusal takes well under 2 s (no JAX, no data stack).
-    launch.check_run(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
+    system = launch.check_run(_CONFIG.value, _WORKDIR.value, fresh=_FRESH.value)
     launch.prepare_process()  # glibc tunables (re-executes), compilation cache, quieter logs
     try:
         launch.init_distributed(_DISTRIBUTED)  # several processes: jax.distributed
@@ -76,6 +76,7 @@ def main(argv):
             fresh=_FRESH.value,
             progress=_PROGRESS.value,
             started=_STARTED,
+            system=system,
         )
     except (ConfigError, DatasetNotFoundError) as e:  # run_dir.WorkdirError is a ConfigError
         fail(str(e))
