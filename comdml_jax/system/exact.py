@@ -38,8 +38,7 @@ from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import (
     CutTerms,
     TimingParams,
-    fast_side_s,
-    slow_side_s,
+    pair_time_s,
     step_s,
 )
 from comdml_jax.system.topology import as_links
@@ -101,17 +100,8 @@ def pair_table(
     if si.size == 0 or profile.num_cuts < 2:
         e = np.zeros(0, np.int64)
         return PairTable(e, e, e, np.zeros(0), tau_hat)
-    a = slow_side_s(tau_hat[si][:, None], terms.slow[None, 1:])
-    b = fast_side_s(
-        tau_hat[fj][:, None],
-        n[si][:, None],
-        terms.megabits[None, 1:],
-        c[si, fj][:, None],
-        terms.fast[None, 1:],
-        step[fj][:, None],
-        relay if np.isscalar(relay) else relay[si, fj][:, None],
-    )
-    v = np.maximum(a, b)
+    r = relay if np.isscalar(relay) else relay[si, fj]
+    v = pair_time_s(tau_hat[si], tau_hat[fj], n[si], c[si, fj], step[fj], terms, r)
     m = np.argmin(v, axis=1)
     return PairTable(si, fj, m + 1, v[np.arange(len(m)), m], tau_hat)
 

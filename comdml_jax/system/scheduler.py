@@ -45,6 +45,7 @@ from comdml_jax.system.timing import (
     CutTerms,
     TimingParams,
     fast_side_s,
+    pair_time_s,
     slow_side_s,
     step_s,
 )
@@ -70,17 +71,7 @@ def _best_partner(tau_i, n_i, cand, c, tau_hat_c, step_c, terms, relay=0.0):
 
     ``relay``: [C] relay seconds per transfer to each candidate (routes), or 0.0.
     """
-    a = slow_side_s(tau_i, terms.slow[1:])
-    b = fast_side_s(
-        tau_hat_c[:, None],
-        n_i,
-        terms.megabits[None, 1:],
-        c[:, None],
-        terms.fast[None, 1:],
-        step_c[:, None],
-        relay if np.isscalar(relay) else relay[:, None],
-    )
-    v = np.maximum(a[None, :], b)
+    v = pair_time_s(tau_i, tau_hat_c, n_i, c, step_c, terms, relay)
     per_j = v.min(axis=1)
     best = per_j.min()
     rows = np.flatnonzero(per_j == best)
@@ -220,19 +211,12 @@ class _ClassTable:
     @classmethod
     def of(cls, tau_i, n_i, bw_i, cls_tau, cls_step, cls_bw, terms):
         g = np.flatnonzero(cls_tau < tau_i)
-        a = slow_side_s(tau_i, terms.slow[1:])
         c = np.minimum(bw_i, cls_bw[g])
-        b = fast_side_s(
-            cls_tau[g][:, None],
-            n_i,
-            terms.megabits[None, 1:],
-            c[:, None],
-            terms.fast[None, 1:],
-            cls_step[g][:, None],
-        )
-        v = np.maximum(a[None, :], b).reshape(-1)
-        group = np.repeat(g, a.size)
-        cut = np.tile(np.arange(1, a.size + 1), g.size)
+        v = pair_time_s(tau_i, cls_tau[g], n_i, c, cls_step[g], terms)
+        cuts = v.shape[1]
+        v = v.reshape(-1)
+        group = np.repeat(g, cuts)
+        cut = np.tile(np.arange(1, cuts + 1), g.size)
         o = np.argsort(v, kind="stable")  # (group, cut) are ascending already
         return cls(v[o], group[o], cut[o])
 

@@ -242,6 +242,26 @@ def fast_side_s(tau_hat_j, n_i, megabits, c_ij, fast_rel, step_j, relay_s=0.0):
     return tau_hat_j + n_i * (megabits / c_ij + relay_s + fast_rel * step_j)
 
 
+def pair_time_s(tau_hat_i, tau_hat_j, n_i, c_ij, step_j, terms: CutTerms, relay_s=0.0):
+    """τ̂_ij^m for every cut m >= 1: max(slow side, fast side) (Algorithm 1, line 18).
+
+    The one kernel of a pair's finishing time that the greedy scheduler, its
+    class tables and the exact solver evaluate. The arguments broadcast against
+    each other; the cuts are a new last axis, so ``[P]`` arrays give ``[P, M-1]``
+    (entry m-1 is cut m).
+    """
+
+    def e(x):
+        return np.asarray(x)[..., None]
+
+    return np.maximum(
+        slow_side_s(e(tau_hat_i), terms.slow[1:]),
+        fast_side_s(
+            e(tau_hat_j), e(n_i), terms.megabits[1:], e(c_ij), terms.fast[1:], e(step_j), e(relay_s)
+        ),
+    )
+
+
 # --- AllReduce ---
 
 
