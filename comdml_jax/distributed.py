@@ -54,10 +54,6 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int) ->
     )
 
 
-def process_count() -> int:
-    return jax.process_count()
-
-
 def is_main() -> bool:
     """Whether this is process 0, the one that writes files."""
     return jax.process_index() == 0

@@ -155,10 +155,6 @@ class System:
         """(cpu, bandwidth_mbps) of round r."""
         return profiles_at(self.profiles, round_)
 
-    def links_at(self, round_: int) -> Links:
-        """c_ij of round r."""
-        return link_capacities(self.topology, self.profiles_at(round_)[1])
-
     def participants_at(self, round_: int, take_part: TakePart | None = None) -> BoolArray:
         """[K] who takes part in round r (module docstring)."""
         return self.round_state(round_, take_part).participants

@@ -89,14 +89,6 @@ class StartModels:
     model: ModelVars
     per_agent: bool = False
 
-    def of(self, agent: int) -> ModelVars:
-        """Agent ``agent``'s starting model."""
-        if not self.per_agent:
-            return self.model
-        row = lambda x: x[agent]
-        m = self.model
-        return ModelVars(jax.tree.map(row, m.params), jax.tree.map(row, m.batch_stats), m.aux)
-
     def rows(self, agents) -> ModelVars:
         """The starting models of ``agents``, stacked [len(agents), ...]."""
         m = self.model
