@@ -4,7 +4,6 @@ import dataclasses
 import hashlib
 import io
 import os
-import time
 
 import numpy as np
 import pytest
@@ -92,11 +91,8 @@ def test_second_load_reads_the_cache_without_opening_the_source(
     def no_source(*args, **kwargs):
         raise AssertionError("the source was opened although the cache is warm")
 
-    monkeypatch.setattr(tfds, "data_source", no_source)
-    start = time.perf_counter()
+    monkeypatch.setattr(tfds, "data_source", no_source)  # the source is never opened
     again = load_dataset("cifar10", cifar10_dir, cifar10_cache)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0  # generous bound; measured ~1 ms (memory-mapped .npy)
     assert np.array_equal(again.y_train, cifar10.y_train)
     assert np.array_equal(again.x_test, cifar10.x_test)
     assert not again.x_train.flags.writeable  # served from the read-only memory map

@@ -178,11 +178,12 @@ def test_sigkill_in_a_round_or_in_a_checkpoint_write_then_rerun_is_exact(cifar10
     want = records(whole)
     assert len(want) == 3
 
-    # Kill point 1: inside round 1, at a random moment after round 0's metrics line.
+    # Kill point 1: inside round 1, at a seeded moment after round 0's metrics line
+    # (the same in every run of the test, so a failure can be replayed).
     in_round = tmp_path / "in_round"
     proc = _cli(in_round)
     _wait_for(lambda: _lines(in_round / "metrics.jsonl") >= 1, proc)
-    time.sleep(np.random.default_rng().uniform(0.0, 1.0))
+    time.sleep(np.random.default_rng(20261203).uniform(0.0, 1.0))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
