@@ -9,35 +9,12 @@ augmentation keys) is a pure function of (config, seed, round).
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 PyTree = Any
-
-
-def _pause_before_commit(seconds: float) -> None:
-    """Fault injection for the crash tests (``COMDML_CHECKPOINT_PAUSE_S``).
-
-    Delays orbax's commit of a written checkpoint (the rename of its temporary
-    folder) by ``seconds``, so that a test can SIGKILL the process while a
-    checkpoint is half written. Never set outside tests.
-    """
-    from orbax.checkpoint._src.checkpointers import async_checkpointer as ac
-
-    commit = ac._on_commit_callback
-
-    def delayed(*args, **kwargs):
-        time.sleep(seconds)
-        return commit(*args, **kwargs)
-
-    ac._on_commit_callback = delayed
-
-
-if float(os.environ.get("COMDML_CHECKPOINT_PAUSE_S", "0") or 0) > 0:
-    _pause_before_commit(float(os.environ["COMDML_CHECKPOINT_PAUSE_S"]))
 
 
 class Checkpointer:

@@ -139,8 +139,11 @@ def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
 # ------------------------------------------------------------------ crashes
 
 
-def _cli(workdir, env=None):
+def _cli(workdir, env=None, commit_delay_s=0.0):
+    """The smoke run's CLI; with ``commit_delay_s`` each checkpoint commit waits that long."""
     cmd = [sys.executable, "-m", "experiments.run", "--config=configs/smoke.py"]
+    if commit_delay_s:
+        cmd = [sys.executable, str(REPO / "tests" / "fault_run.py"), str(commit_delay_s), *cmd[3:]]
     return subprocess.Popen(
         [*cmd, f"--workdir={workdir}", "--config.rounds=3", f"--config.data.data_dir={_DATA}"],
         cwd=REPO,
@@ -189,7 +192,7 @@ def test_sigkill_in_a_round_or_in_a_checkpoint_write_then_rerun_is_exact(cifar10
 
     # Kill point 2: while round 1's checkpoint is half written (orbax's temporary folder).
     in_ckpt = tmp_path / "in_checkpoint"
-    proc = _cli(in_ckpt, env={"COMDML_CHECKPOINT_PAUSE_S": "60"})
+    proc = _cli(in_ckpt, commit_delay_s=60)
     tmp_dirs = lambda: (
         [p for p in (in_ckpt / "checkpoints").glob("*tmp*")]
         if (in_ckpt / "checkpoints").is_dir()
