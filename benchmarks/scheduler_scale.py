@@ -58,9 +58,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import machine  # noqa: E402
+from comdml_jax.streams import Purpose  # noqa: E402
 from comdml_jax.system import profiles_at, scheduler, timing  # noqa: E402
 from comdml_jax.system.plan import RoundPlan  # noqa: E402
-from comdml_jax.system.profiles import Purpose, rng_for  # noqa: E402
+from comdml_jax.system.profiles import rng_for  # noqa: E402
 from comdml_jax.system.routing import _bfs, route_stats, route_stats_reference  # noqa: E402
 from comdml_jax.system.scheduler import greedy_plan, greedy_plan_reference  # noqa: E402
 from comdml_jax.system.split_profile import SplitProfile  # noqa: E402

@@ -40,7 +40,7 @@ import optax
 from absl import logging
 from flax import serialization
 
-from comdml_jax import distributed, rng, run_dir
+from comdml_jax import distributed, rng, run_dir, streams
 from comdml_jax.checkpoint import Checkpointer
 from comdml_jax.config_check import check_partition, validate_config
 from comdml_jax.data.agents import charged_batches, make_epoch_batches
@@ -257,10 +257,14 @@ def initial_state(exp: Experiment) -> RunState:
     """The state before round 0: the seeded initial model, full learning rate, no time."""
     key = rng.stream(int(exp.config.seed), "init")
     params, stats = exp.model.init(key)
-    aux = split.init_all_aux(exp.model, jax.random.fold_in(key, 1 << 20))
+    aux = split.init_all_aux(exp.model, jax.random.fold_in(key, streams.AUX_HEADS))
     scheme_key = rng.stream(int(exp.config.seed), "init_scheme")
-    params = apply_init(params, jax.random.fold_in(scheme_key, 0), exp.config.model.init)
-    aux = apply_init(aux, jax.random.fold_in(scheme_key, 1), exp.config.model.init)
+    params = apply_init(
+        params, jax.random.fold_in(scheme_key, streams.INIT_SCHEME_MODEL), exp.config.model.init
+    )
+    aux = apply_init(
+        aux, jax.random.fold_in(scheme_key, streams.INIT_SCHEME_AUX), exp.config.model.init
+    )
     model = ModelVars(params, stats, aux)
     return RunState(
         round=np.asarray(0, np.int64),

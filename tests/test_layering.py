@@ -9,7 +9,7 @@ imports under ``if TYPE_CHECKING:`` do not, since they never run. The rules:
   knows nothing of how it is trained or priced);
 - ``comdml_jax.system`` imports no JAX (the planner and the timing model are
   host-side NumPy);
-- the leaves ``comdml_jax.errors`` and ``comdml_jax.system.cache`` import
+- the leaves ``comdml_jax.errors``, ``comdml_jax.streams`` and ``comdml_jax.system.cache`` import
   nothing of the project;
 - no library module imports ``experiments``, ``benchmarks`` or ``tests``.
 """
@@ -111,7 +111,7 @@ def test_the_system_layer_imports_no_jax(graph):
 
 
 def test_the_leaves_import_nothing_of_the_project(graph):
-    for leaf in ("comdml_jax.errors", "comdml_jax.system.cache"):
+    for leaf in ("comdml_jax.errors", "comdml_jax.streams", "comdml_jax.system.cache"):
         assert list(graph.successors(leaf)) == []
 
 

@@ -17,8 +17,9 @@ from comdml_jax.methods import get_method
 from comdml_jax.methods.base import RoundContext
 from comdml_jax.methods.braintorrent import BrainTorrentState
 from comdml_jax.methods.gossip import gossip_targets
+from comdml_jax.streams import Purpose
 from comdml_jax.system.plan import RoundPlan
-from comdml_jax.system.profiles import Purpose, rng_for
+from comdml_jax.system.profiles import rng_for
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.world import build_system
 from comdml_jax.train import aggregate

@@ -40,8 +40,9 @@ from comdml_jax.methods.per_agent import (
     place,
     stack_copies,
 )
+from comdml_jax.streams import Purpose
 from comdml_jax.system.plan import RoundPlan
-from comdml_jax.system.profiles import Purpose, rng_for
+from comdml_jax.system.profiles import rng_for
 from comdml_jax.system.routing import routes_from
 from comdml_jax.system.timing import alone_s, phase_timing, transfer_s
 

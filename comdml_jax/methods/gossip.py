@@ -37,8 +37,8 @@ from comdml_jax.methods.per_agent import (
     place,
     stack_copies,
 )
+from comdml_jax.streams import Purpose
 from comdml_jax.system.plan import RoundPlan
-from comdml_jax.system.profiles import Purpose
 from comdml_jax.system.timing import alone_s, phase_timing, xfer_s
 
 PyTree = Any

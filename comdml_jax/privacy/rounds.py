@@ -13,8 +13,9 @@ adds the noise once to the averaged update of every aggregate (the model, and
 each cut's auxiliary head, each with its own weights).
 
 Keys: agent i's noise in round r uses fold_in(fold_in(stream(seed, "dp"), r), i);
-the central noise fold_in(fold_in(stream(seed, "dp"), r), K) (no agent has index K);
-the padding rows of a release fold in K + 1 (their output is discarded).
+the central noise folds in ``streams.dp_central(K)`` = K instead of i (no agent
+has index K); the padding rows of a release fold in ``streams.dp_padding(K)``
+= K + 1 (their output is discarded).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from comdml_jax import rng
+from comdml_jax import rng, streams
 from comdml_jax.privacy import dp
 from comdml_jax.privacy.config import DpSpec, PrivacySpec
 from comdml_jax.train.engine import AgentModels, ModelVars, StartModels, row_bucket
@@ -121,7 +122,9 @@ class RoundPrivacy:
         s_tree = {"params": pad(rows.params), "batch_stats": pad(rows.batch_stats)}
         t_tree = {"params": pad(trained.params), "batch_stats": pad(trained.batch_stats)}
         s_tree["aux"], t_tree["aux"] = heads_start, heads_trained
-        ids = np.concatenate([order, np.full(bucket - p, self.num_agents + 1, np.int64)])
+        ids = np.concatenate(
+            [order, np.full(bucket - p, streams.dp_padding(self.num_agents), np.int64)]
+        )
         keys = jax.vmap(lambda i: jax.random.fold_in(self._key(round_), i))(jnp.asarray(ids))
         s_tree, t_tree, keys = jax.device_put((s_tree, t_tree, keys), home)
         out = _release(s_tree, t_tree, keys, self.spec)
@@ -141,7 +144,7 @@ class RoundPrivacy:
         if self.spec.placement != "central":
             return merged
         sizes = np.asarray(sizes, np.float64)
-        key = jax.random.fold_in(self._key(round_), self.num_agents)
+        key = jax.random.fold_in(self._key(round_), streams.dp_central(self.num_agents))
         w = jnp.asarray(sizes[list(trained.order)], jnp.float32)
         params, stats = _noised_mean(
             (base.params, base.batch_stats),

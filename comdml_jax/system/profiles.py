@@ -21,7 +21,7 @@ Where round r's profiles come from, first match wins:
 
 Randomness. Every draw uses its own generator
 ``np.random.default_rng(np.random.SeedSequence([seed, purpose, round]))``, with
-``purpose`` one of :class:`Purpose` and ``round`` 0 for draws that do not
+``purpose`` one of :class:`comdml_jax.streams.Purpose` and ``round`` 0 for draws that do not
 depend on the round. So :func:`profiles_at` is a pure function of
 (config, round): no state is carried between rounds, and asking for round 250
 first gives the same answer as stepping through rounds 0..250.
@@ -42,7 +42,6 @@ has one value per agent (``num_agents``).
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 import os
 from collections.abc import Sequence
@@ -50,20 +49,10 @@ from collections.abc import Sequence
 import numpy as np
 from ml_collections import ConfigDict
 
+from comdml_jax.streams import Purpose
+
 FloatArray = np.ndarray  # float64[K]
 IntArray = np.ndarray  # int64[K]
-
-
-class Purpose(enum.IntEnum):
-    """The second word of every seed sequence: one independent stream per use."""
-
-    CPU = 1
-    BANDWIDTH = 2
-    DYNAMICS = 3
-    PARTICIPATION = 4
-    TOPOLOGY = 5
-    GOSSIP = 6  # Gossip Learning's targets (per round and agent)
-    AGGREGATOR = 7  # BrainTorrent's aggregator (per round)
 
 
 def rng_for(seed: int, purpose: Purpose, round_: int = 0) -> np.random.Generator:

@@ -50,8 +50,9 @@ import numpy as np
 import scipy.sparse
 from ml_collections import ConfigDict
 
+from comdml_jax.streams import Purpose
 from comdml_jax.system.cache import LRU, digest
-from comdml_jax.system.profiles import Purpose, rng_for
+from comdml_jax.system.profiles import rng_for
 
 FloatArray = np.ndarray  # float64[K]
 IntArray = np.ndarray  # int64[...]

@@ -38,7 +38,7 @@ import numpy as np
 from jax.sharding import NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
 
-from comdml_jax import catalog, rng
+from comdml_jax import catalog, rng, streams
 from comdml_jax.data.agents import AgentBatches
 from comdml_jax.data.augment import augment, batch_key
 from comdml_jax.models import split
@@ -58,7 +58,6 @@ def row_bucket(n: int) -> int:
 
 
 BACKENDS = catalog.BACKENDS  # ("auto", "loop", "vmap")
-PATCH_SHUFFLE_STREAM = 0x5EED  # folded into a batch's key for its patch permutations
 
 
 class ModelVars(NamedTuple):
@@ -369,7 +368,7 @@ class Engine:
         def run(state, x_all, y_all, idx, key):
             x, y = data.batch(x_all, y_all, idx, key)
             # The patch shuffle's key: the batch's key on its own stream (SPEC §8).
-            args = (jax.random.fold_in(key, PATCH_SHUFFLE_STREAM),) if shuffles else ()
+            args = (jax.random.fold_in(key, streams.PATCH_SHUFFLE),) if shuffles else ()
             state, aux = step(state, x, y, *args)
             loss = aux[1] if role == "pair" else aux  # the real head's loss
             return state, loss
