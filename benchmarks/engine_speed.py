@@ -100,7 +100,7 @@ class BareSteps:
         from comdml_jax import experiment
         from comdml_jax.models import split
         from comdml_jax.train import steps
-        from comdml_jax.train.engine import StartModels
+        from comdml_jax.train.types import StartModels
 
         eng, b = exp.engine, exp.config.train.batch_size
         self.program = program

@@ -66,8 +66,9 @@ from comdml_jax.run_inputs import aux_head_of
 from comdml_jax.system.world import sampled_at
 from comdml_jax.train import aggregate, layout, steps
 from comdml_jax.train import profile as profile_lib
-from comdml_jax.train.engine import Engine, ModelVars, TrainData
+from comdml_jax.train.engine import Engine, TrainData
 from comdml_jax.train.evaluate import Evaluator
+from comdml_jax.train.types import ModelVars
 
 PyTree = Any
 

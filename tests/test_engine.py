@@ -16,7 +16,8 @@ from comdml_jax.models.conv import compiler_options
 from comdml_jax.models.resnet import build_model
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train import aggregate, steps
-from comdml_jax.train.engine import Engine, ModelVars, TrainData, row_bucket
+from comdml_jax.train.engine import Engine, TrainData
+from comdml_jax.train.types import ModelVars, row_bucket
 
 K = 5
 SIZES = [12, 8, 16, 6, 9]  # agent 4 sits out in the plans below

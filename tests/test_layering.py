@@ -11,7 +11,9 @@ imports under ``if TYPE_CHECKING:`` do not, since they never run. The rules:
   host-side NumPy);
 - the leaves ``comdml_jax.errors``, ``comdml_jax.streams`` and ``comdml_jax.system.cache`` import
   nothing of the project;
-- no library module imports ``experiments``, ``benchmarks`` or ``tests``.
+- no library module imports ``experiments``, ``benchmarks`` or ``tests``;
+- the data contract ``comdml_jax.train.types``, the methods' base and DP in the
+  round reach no ``train.engine``.
 """
 
 from __future__ import annotations
@@ -119,3 +121,9 @@ def test_no_library_module_imports_the_drivers(graph):
     for m in graph:
         bad = graph.nodes[m]["external"] & {"experiments", "benchmarks", "tests"}
         assert not bad, (m, bad)
+
+
+def test_the_data_contract_imports_no_engine(graph):
+    # methods and privacy read the round's models through train.types, not the engine
+    for m in ("comdml_jax.train.types", "comdml_jax.methods.base", "comdml_jax.privacy.rounds"):
+        assert "comdml_jax.train.engine" not in nx.descendants(graph, m) | {m}, m

@@ -23,7 +23,7 @@ from comdml_jax.system.profiles import rng_for
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.world import build_system
 from comdml_jax.train import aggregate
-from comdml_jax.train.engine import AgentModels, ModelVars
+from comdml_jax.train.types import AgentModels, ModelVars
 from configs import default
 
 ALPHA = 1e-3

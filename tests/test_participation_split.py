@@ -25,7 +25,7 @@ from comdml_jax.system.topology import make_topology
 from comdml_jax.system.world import build_system
 from comdml_jax.train import aggregate
 from comdml_jax.train import profile as profile_lib
-from comdml_jax.train.engine import AgentModels, ModelVars
+from comdml_jax.train.types import AgentModels, ModelVars
 from configs import smoke
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

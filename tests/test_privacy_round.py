@@ -20,7 +20,8 @@ from comdml_jax.privacy.config import DpSpec, PrivacySpec
 from comdml_jax.privacy.rounds import RoundPrivacy
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train import aggregate, steps
-from comdml_jax.train.engine import Engine, ModelVars, StartModels, TrainData
+from comdml_jax.train.engine import Engine, TrainData
+from comdml_jax.train.types import ModelVars, StartModels
 from configs import smoke
 
 K = 4

@@ -41,7 +41,7 @@ from comdml_jax.system.timing import RoundTiming
 from comdml_jax.system.topology import Links, Topology, link_capacities
 from comdml_jax.system.world import RoundState, System, main_component
 from comdml_jax.train import aggregate
-from comdml_jax.train.engine import AgentModels, ModelVars, StartModels
+from comdml_jax.train.types import AgentModels, ModelVars, StartModels
 
 PyTree = Any
 MethodState = Any  # a NamedTuple pytree, checkpointed with the run state

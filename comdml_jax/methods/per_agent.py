@@ -26,7 +26,7 @@ from comdml_jax.distributed import home_device
 from comdml_jax.methods.base import StatelessPlan
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train import aggregate
-from comdml_jax.train.engine import AgentModels, ModelVars, StartModels
+from comdml_jax.train.types import AgentModels, ModelVars, StartModels
 
 PyTree = Any
 

@@ -31,7 +31,7 @@ import numpy as np
 from comdml_jax import rng, streams
 from comdml_jax.privacy import dp
 from comdml_jax.privacy.config import DpSpec, PrivacySpec
-from comdml_jax.train.engine import AgentModels, ModelVars, StartModels, row_bucket
+from comdml_jax.train.types import AgentModels, ModelVars, StartModels, row_bucket
 
 PyTree = Any
 

@@ -23,7 +23,8 @@ from jax.sharding import PartitionSpec as P
 from comdml_jax.distributed import agent_owners, allgather
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train.aggregate import AXIS
-from comdml_jax.train.engine import AgentModels, groups_of
+from comdml_jax.train.engine import groups_of
+from comdml_jax.train.types import AgentModels
 
 PyTree = Any
 
