@@ -61,6 +61,7 @@ from comdml_jax.privacy.config import PrivacySpec
 from comdml_jax.privacy.rounds import RoundPrivacy
 from comdml_jax.report import plots, tables
 from comdml_jax.report.progress import RunProgress, progress_enabled, round_label
+from comdml_jax.report.record import RoundEval, round_record, skipped_record
 from comdml_jax.report.writers import MetricWriters, write_json
 from comdml_jax.run_inputs import aux_head_of
 from comdml_jax.system.world import sampled_at
@@ -345,23 +346,12 @@ def plan_and_price(method, ctx: RoundContext, mstate) -> tuple[Any, Any, float]:
     return plan, timing, seconds
 
 
-def _plan_record(plan, timing) -> dict:
-    """What a round exchanged, so that its time can be re-derived from the record."""
-    out = {
-        "pairs": [list(p) for p in plan.pairs],
-        "transfers": [list(t) for t in plan.transfers],
-        "aggregator": plan.aggregator if plan.aggregator >= 0 else None,
-    }
-    out.update(timing.detail)
-    return out
-
-
 def run_round(
     exp: Experiment,
     state: RunState,
     progress: Callable[[int, int], Callable[[int], None] | None] | None = None,
 ) -> tuple[RunState, dict]:
-    """Plans, prices, trains, merges and evaluates one round, for any method.
+    """One round of any method: plan → price → train → privacy → merge → evaluate → record.
 
     ``progress(round, batches)``, if given, is called once the round's batches
     are known and returns the callback the engine feeds with the batches it
@@ -374,32 +364,53 @@ def run_round(
     since nothing is trained or sent. The model, the learning rate and the
     plateau schedule are unchanged by it.
     """
-    cfg = exp.config
-    r = int(state.round)
-    t0 = time.perf_counter()
+    r, t0 = int(state.round), time.perf_counter()
     ctx = round_context(exp, r)
-    plan, timing, seconds = plan_and_price(exp.method, ctx, state.method)
-    part = plan.participants
-    base = {
-        "round": r,
-        "method": cfg.method,
-        "num_participants": int(part.sum()),
-        "participants": np.flatnonzero(part).tolist(),
-    }
-    if not part.any():
-        reason = _skip_reason(ctx)
-        logging.warning("%s skipped: %s", round_label(r, cfg.rounds), reason)
-        wall = float(state.wall_time_s) + (time.perf_counter() - t0)
-        record = {
-            **base,
-            "skipped": True,
-            "reason": reason,
-            "sim_time_s": float(state.sim_time_s),
-            "round_time_s": 0.0,
-            "wall_time_s": wall,
-        }
-        new = state._replace(round=np.asarray(r + 1, np.int64), wall_time_s=np.asarray(wall))
-        return new, record
+    plan, timing, seconds = plan_and_price(exp.method, ctx, state.method)  # host side
+    if not plan.participants.any():
+        return _skipped_round(exp, state, ctx, plan, t0)
+    lr = float(exp.config.optim.lr * state.plateau.scale)
+    start = exp.method.start(state.method, plan)
+    trained = _train(exp, plan, start, r, lr, progress)
+    trained, dp_rounds = _privatize(exp, start, trained, r, int(state.dp_rounds))
+    trained = layout.gather_agents(trained, plan, start, exp.mesh, exp.profile.num_cuts + 1)
+    _check_finite(exp.config, r, trained)
+    mix_key = jax.random.fold_in(rng.stream(ctx.seed, "mix"), r)
+    mstate, merge_info = exp.method.merge(state.method, start, trained, plan, ctx, mix_key)
+    ev = _evaluate(exp, mstate, ctx, r)
+    new = _advance(exp.config, state, mstate, ev, seconds, dp_rounds, t0)
+    record = round_record(
+        exp.config,
+        exp.method,
+        ctx,
+        plan,
+        timing,
+        trained,
+        ev,
+        new,
+        seconds=seconds,
+        lr=lr,
+        sizes=exp.num_samples,
+        merge_info=merge_info,
+        privacy=epsilon_metrics(exp.accountant, dp_rounds),
+    )
+    return new, record
+
+
+def _skipped_round(exp: Experiment, state: RunState, ctx, plan, t0: float):
+    """A round nobody can take part in: the clock, the model and the schedule stay put."""
+    cfg, r = exp.config, ctx.round
+    reason = _skip_reason(ctx)
+    logging.warning("%s skipped: %s", round_label(r, cfg.rounds), reason)
+    wall = float(state.wall_time_s) + (time.perf_counter() - t0)
+    record = skipped_record(cfg, plan, r, reason, float(state.sim_time_s), wall)
+    new = state._replace(round=np.asarray(r + 1, np.int64), wall_time_s=np.asarray(wall))
+    return new, record
+
+
+def _train(exp: Experiment, plan, start, r: int, lr: float, progress):
+    """Every participant's local epoch(s) (the engine), from the round's shuffled batches."""
+    cfg = exp.config
     batches = make_epoch_batches(
         exp.parts,
         cfg.train.batch_size,
@@ -407,17 +418,20 @@ def run_round(
         r,
         cfg.train.local_epochs,
     )
-    lr = float(cfg.optim.lr * state.plateau.scale)
-    start = exp.method.start(state.method, plan)
     tick = progress(r, exp.engine.round_batches(plan, batches)) if progress else None
-    trained = exp.engine.train_agents(start, plan, batches, r, lr, progress=tick)
-    dp_rounds = int(state.dp_rounds)
-    if exp.privacy is not None:  # DP on the updates, before they leave the agents
-        trained = exp.privacy.release(start, trained, r)
-        dp_rounds += 1
-    if jax.process_count() > 1:  # every process's agents, in one global stack to merge
-        report = layout.gather_report(trained, cfg.num_agents, exp.profile.num_cuts + 1)
-        trained = layout.assemble(trained, plan, report, exp.mesh, _one_model(start))
+    return exp.engine.train_agents(start, plan, batches, r, lr, progress=tick)
+
+
+def _privatize(exp: Experiment, start, trained, r: int, dp_rounds: int):
+    """DP on the updates before they leave the agents (both placements clip here; ``local``
+    also noises; ``central`` noises in the merge, ``RoundContext.central_noise``)."""
+    if exp.privacy is None:
+        return trained, dp_rounds
+    return exp.privacy.release(start, trained, r), dp_rounds + 1
+
+
+def _check_finite(cfg, r: int, trained) -> None:
+    """The non-finite policy (``train.on_nonfinite``): stop, or skip the diverged groups."""
     if trained.skipped and cfg.train.get("on_nonfinite", "stop") == "stop":
         role, cut, agents, what = trained.skipped[0]
         raise NonFiniteRunError(
@@ -434,82 +448,52 @@ def run_round(
             "train.on_nonfinite=skip), so nothing is left to merge; lower optim.lr "
             f"(a run with another lr starts over: --fresh or another --workdir). {_KEPT}"
         )
-    mstate, merge_info = exp.method.merge(
-        state.method, start, trained, plan, ctx, jax.random.fold_in(rng.stream(ctx.seed, "mix"), r)
-    )
-    # The plateau schedule only sees the scheduled evaluations: the extra one after a
-    # run's last round is for the report, so a run stopped early and resumed with more
-    # rounds trains exactly like an uninterrupted one.
+
+
+def _evaluate(exp: Experiment, mstate, ctx, r: int) -> RoundEval:
+    """The scheduled test evaluation of the merged model (and, every so often, each agent's).
+
+    The plateau schedule only sees the scheduled evaluations: the extra one after a
+    run's last round is for the report, so a run stopped early and resumed with more
+    rounds trains exactly like an uninterrupted one.
+    """
+    cfg = exp.config
     scheduled = (r + 1) % cfg.eval_every == 0
-    evaluated = scheduled or r + 1 == cfg.rounds
+    if not (scheduled or r + 1 == cfg.rounds):
+        return RoundEval(False, False, float("nan"), float("nan"), {})
+    consensus = exp.method.consensus(mstate, ctx)
+    test_loss, test_acc = exp.evaluator(consensus.params, consensus.batch_stats)
     extra = {}
-    if evaluated:
-        consensus = exp.method.consensus(mstate, ctx)
-        test_loss, test_acc = exp.evaluator(consensus.params, consensus.batch_stats)
-        every = int(cfg.get("eval_agents_every", 0))
-        models = exp.method.agent_models(mstate)
-        if models is not None and every > 0 and ((r + 1) % every == 0 or r + 1 == cfg.rounds):
-            accs = exp.evaluator.each(*models, limit=int(cfg.get("eval_agents_subset", 0)))
-            extra = {
-                "agent_test_accuracy_mean": float(accs.mean()),
-                "agent_test_accuracy_min": float(accs.min()),
-                "agent_test_accuracy_max": float(accs.max()),
-            }
-        if not np.isfinite(test_loss):
-            raise NonFiniteRunError(
-                f"method {cfg.method}, round {r}: the merged model's test loss is not "
-                f"finite; lower optim.lr. {_KEPT}"
-            )
-    else:
-        test_loss = test_acc = float("nan")
+    every = int(cfg.get("eval_agents_every", 0))
+    models = exp.method.agent_models(mstate)
+    if models is not None and every > 0 and ((r + 1) % every == 0 or r + 1 == cfg.rounds):
+        accs = exp.evaluator.each(*models, limit=int(cfg.get("eval_agents_subset", 0)))
+        extra = {
+            "agent_test_accuracy_mean": float(accs.mean()),
+            "agent_test_accuracy_min": float(accs.min()),
+            "agent_test_accuracy_max": float(accs.max()),
+        }
+    if not np.isfinite(test_loss):
+        raise NonFiniteRunError(
+            f"method {cfg.method}, round {r}: the merged model's test loss is not "
+            f"finite; lower optim.lr. {_KEPT}"
+        )
+    return RoundEval(True, scheduled, test_loss, test_acc, extra)
+
+
+def _advance(cfg, state: RunState, mstate, ev: RoundEval, seconds, dp_rounds, t0) -> RunState:
+    """The run state after the round: clock, schedule, best accuracy, time to target."""
+    r = int(state.round)
     plateau = state.plateau
-    if scheduled:
-        plateau = plateau_update(cfg)(state.plateau, jnp.float32(1.0 - test_acc))
+    if ev.scheduled:
+        plateau = plateau_update(cfg)(state.plateau, jnp.float32(1.0 - ev.test_accuracy))
     sim_time = float(state.sim_time_s) + seconds
-    best = max(float(state.best_accuracy), test_acc if evaluated else 0.0)
+    best = max(float(state.best_accuracy), ev.test_accuracy if ev.evaluated else 0.0)
     ttt = float(state.time_to_target_s)
-    if ttt < 0 and evaluated and test_acc >= cfg.target_accuracy:
+    if ttt < 0 and ev.evaluated and ev.test_accuracy >= cfg.target_accuracy:
         ttt = sim_time
-    sizes = exp.num_samples.astype(np.float64)
-    ok = np.isfinite(trained.train_loss) & part
-    train_loss = (
-        float(np.sum(trained.train_loss[ok] * sizes[ok]) / np.sum(sizes[ok]))
-        if ok.any()
-        else float("nan")
-    )
     wall = float(state.wall_time_s) + (time.perf_counter() - t0)
-    record = {
-        **base,
-        "sim_time_s": sim_time,
-        "round_time_s": seconds,
-        "exchange_time_s": timing.exchange_time_s,
-        "allreduce_time_s": timing.exchange_time_s if exp.method.exchange == "allreduce" else None,
-        "alone_round_time_s": timing.alone_round_time_s,
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "train_loss": train_loss,
-        "lr": lr,
-        **_plan_record(plan, timing),
-        "compute_s": timing.compute_s,
-        "comm_s": timing.comm_s,
-        "idle_s": timing.idle_s,
-        "exchange_s": timing.exchange_s,
-        **extra,
-        **merge_info,
-        **epsilon_metrics(exp.accountant, dp_rounds),
-        "wall_time_s": wall,
-    }
-    # sampled and connected, but left out by the method's rule (docs/timing_model.md)
-    if ctx.env.sat_out.any():
-        record["sat_out"] = np.flatnonzero(ctx.env.sat_out).tolist()
-    if int(part.sum()) == 1:
-        record["note"] = "one participant: it trained alone and nothing was exchanged"
-    if trained.skipped:
-        record["skipped_groups"] = [
-            {"role": g, "cut": c, "agents": list(a), "non_finite": w}
-            for g, c, a, w in trained.skipped
-        ]
-    new = RunState(
+    return RunState(
         round=np.asarray(r + 1, np.int64),
         method=mstate,
         plateau=plateau,
@@ -520,16 +504,6 @@ def run_round(
         wall_time_s=np.asarray(wall),
         startup_s=state.startup_s,
     )
-    return new, record
-
-
-def _one_model(start) -> ModelVars:
-    """One model's variables (the shape of a row of the stacks)."""
-    if not start.per_agent:
-        return start.model
-    m = start.model
-    first = lambda t: jax.tree.map(lambda x: x[0], t)
-    return ModelVars(first(m.params), first(m.batch_stats), m.aux)
 
 
 class NonFiniteRunError(FloatingPointError):

@@ -24,7 +24,7 @@ from comdml_jax.distributed import agent_owners, allgather
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.train.aggregate import AXIS
 from comdml_jax.train.engine import groups_of
-from comdml_jax.train.types import AgentModels
+from comdml_jax.train.types import AgentModels, ModelVars, StartModels
 
 PyTree = Any
 
@@ -113,6 +113,34 @@ def _assemble_stack(local, local_order, by_dev, block: int, mesh, like: PyTree) 
         return jax.make_array_from_single_device_arrays((n, *shape), sharding, blocks)
 
     return jax.tree.unflatten(treedef, [leaf(i, t) for i, t in enumerate(like_leaves)])
+
+
+def gather_agents(
+    trained: AgentModels, plan: RoundPlan, start: StartModels, mesh, max_groups: int
+) -> AgentModels:
+    """Every process's trained agents in one global stack to merge; this process's as they
+    are when there is one process.
+
+    Args:
+      trained: this process's trained agents.
+      plan: the round's plan.
+      start: the round's starting models (the shapes of a row).
+      mesh: the global agent mesh.
+      max_groups: the most (role, cut) groups a round can have (cuts + 1).
+    """
+    if jax.process_count() == 1:
+        return trained
+    report = gather_report(trained, plan.num_agents, max_groups)
+    return assemble(trained, plan, report, mesh, _row_model(start))
+
+
+def _row_model(start: StartModels) -> ModelVars:
+    """One model's variables (the shape of a row of the stacks)."""
+    if not start.per_agent:
+        return start.model
+    m = start.model
+    first = lambda t: jax.tree.map(lambda x: x[0], t)
+    return ModelVars(first(m.params), first(m.batch_stats), m.aux)
 
 
 def assemble(trained: AgentModels, plan: RoundPlan, report: RoundReport, mesh, like) -> AgentModels:
