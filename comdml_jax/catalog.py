@@ -72,7 +72,18 @@ ADDED_FIELDS: dict[str, object] = {
 """Config fields added after runs were recorded, each with the value that behaves as the
 code before it did: a recorded ``config.json`` without the field reads as that value, so
 resuming or reusing such a run is not refused (``run_dir.config_diff``,
-``comparison.config_differences``)."""
+``comparison.config_differences``), and code reading such a config gets it
+(:func:`added_field`)."""
+
+
+def added_field(config, dotted: str):
+    """``config``'s value of one of :data:`ADDED_FIELDS`, its old-behaviour value if absent."""
+    section, _, name = dotted.rpartition(".")
+    node = config
+    for part in section.split(".") if section else ():
+        node = node[part]
+    return node.get(name, ADDED_FIELDS[dotted])
+
 
 CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "matmul")
 """``model.conv_impl`` (``models.conv.IMPLS``)."""

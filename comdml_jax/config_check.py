@@ -82,6 +82,7 @@ def validate_config(config: ml_collections.ConfigDict):
         METHODS,
         MODELS,
         ON_NONFINITE,
+        added_field,
     )
     from comdml_jax.catalog import CONV_IMPLS as IMPLS
     from comdml_jax.system.world import build_system
@@ -104,7 +105,7 @@ def validate_config(config: ml_collections.ConfigDict):
         c.model.bn_impl in BN_IMPLS, "model.bn_impl", c.model.bn_impl, f"choose one of {BN_IMPLS}"
     )
     _require(c.model.init in INITS, "model.init", c.model.init, f"choose one of {INITS}")
-    aux = c.model.get("aux_head", "linear")
+    aux = added_field(c, "model.aux_head")
     _require(aux in AUX_HEADS, "model.aux_head", aux, f"choose one of {AUX_HEADS}")
     _require(
         _is_int(c.num_agents) and c.num_agents >= 2,

@@ -21,7 +21,9 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "cinic10": 10}
 
 def aux_head_of(config: ConfigDict) -> str:
     """``model.aux_head``, ``linear`` (the paper's head) where a config predates the field."""
-    return config.model.get("aux_head", "linear")
+    from comdml_jax.catalog import added_field
+
+    return added_field(config, "model.aux_head")
 
 
 @functools.cache

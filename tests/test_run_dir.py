@@ -271,3 +271,13 @@ def test_a_run_recorded_before_a_field_was_added_reads_it_as_the_old_behaviour()
     c.model.aux_head = "conv"  # but a new run with the option on differs from it
     assert config_diff(recorded, c) == [("model.aux_head", "linear", "conv")]
     assert config_differences(recorded, c) == ["model.aux_head"]
+
+
+def test_code_reading_an_older_config_gets_the_added_fields_old_values():
+    from comdml_jax.catalog import ADDED_FIELDS, added_field
+
+    c = smoke_config("/data")
+    c.system.pairing_links = "routes"
+    assert added_field(c, "system.pairing_links") == "routes"
+    del c.model["aux_head"], c.system["pairing_links"]
+    assert [added_field(c, f) for f in ADDED_FIELDS] == ["linear", "direct"]

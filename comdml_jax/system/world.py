@@ -39,6 +39,7 @@ from collections.abc import Callable
 import numpy as np
 from ml_collections import ConfigDict
 
+from comdml_jax.catalog import added_field
 from comdml_jax.system.pair_routes import PAIRING_LINKS, pairing_links
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.profiles import (
@@ -232,7 +233,7 @@ def build_system(config: ConfigDict) -> System:
         raise ValueError(f"participation = {frac!r} must be in (0, 1]")
     name = config.system.scheduler
     get_scheduler(name)
-    pairing = config.system.get("pairing_links", "direct")
+    pairing = added_field(config, "system.pairing_links")
     if pairing not in PAIRING_LINKS:
         raise ValueError(
             f"system.pairing_links = {pairing!r} is unknown; choose one of {PAIRING_LINKS}"
