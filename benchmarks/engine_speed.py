@@ -7,7 +7,7 @@
 
 One experiment per (agents, method, backend) on synthetic images (the paper's
 CPU profiles, every link up so everyone trains), driven by the same
-``experiment.run_round`` that real runs use: plan, price, batches, training,
+``rounds.run_round`` that real runs use: plan, price, batches, training,
 the method's merge, the consensus evaluation and, for per-agent methods,
 the per-agent evaluation every ``--eval-agents-every`` rounds. After a
 warm-up round that compiles everything, each trial times
@@ -97,7 +97,7 @@ class BareSteps:
         import jax
         import jax.numpy as jnp
 
-        from comdml_jax import experiment
+        from comdml_jax import rounds
         from comdml_jax.models import split
         from comdml_jax.train import steps
         from comdml_jax.train.types import StartModels
@@ -106,7 +106,7 @@ class BareSteps:
         self.program = program
         self.templates, self.fns = {}, {}
         if program == "engine":
-            plan = exp.method.plan(experiment.round_context(exp, int(state.round)), state.method)
+            plan = exp.method.plan(rounds.round_context(exp, int(state.round)), state.method)
             start = exp.method.start(state.method, plan)
             start = StartModels(jax.device_put(start.model, eng.home), start.per_agent)
             lr = jnp.float32(exp.config.optim.lr)
@@ -165,13 +165,13 @@ def breakdown(exp, state) -> dict[str, float]:
     """One round's pieces, each timed alone (seconds)."""
     import jax
 
-    from comdml_jax import experiment, rng
+    from comdml_jax import rng, rounds
     from comdml_jax.data.agents import make_epoch_batches
 
     cfg, r = exp.config, int(state.round)
     t = {}
     t0 = time.perf_counter()
-    ctx = experiment.round_context(exp, r)
+    ctx = rounds.round_context(exp, r)
     plan = exp.method.plan(ctx, state.method)
     exp.method.price(ctx, plan)
     t["plan + price"] = time.perf_counter() - t0
@@ -232,7 +232,7 @@ def main():
     reexec_with_tunables()  # as the CLI does: glibc tunables for XLA's scratch buffers
     import jax
 
-    from comdml_jax import experiment
+    from comdml_jax import rounds
 
     print(f"machine: {json.dumps(machine())}")
     for k in (int(a) for a in args.agents.split(",")):
@@ -241,10 +241,10 @@ def main():
             for method in args.methods.split(","):
                 with tempfile.TemporaryDirectory() as wd:
                     exp = make_experiment(args, method, k, per_agent, backend, wd)
-                    state = experiment.initial_state(exp)
-                    state, _ = experiment.run_round(exp, state)  # compiles every program
+                    state = rounds.initial_state(exp)
+                    state, _ = rounds.run_round(exp, state)  # compiles every program
                     n_rounds = args.rounds_per_trial or max(1, args.eval_agents_every)
-                    ctx = experiment.round_context(exp, int(state.round))
+                    ctx = rounds.round_context(exp, int(state.round))
                     roles = set(round_batches(exp, exp.method.plan(ctx, state.method)))
                     roles |= {("full", 0)}
                     traces = dict(exp.engine.traces)
@@ -255,7 +255,7 @@ def main():
                         spent = dict.fromkeys(clocks, 0.0)
                         trained_batches = {}
                         for i in range(n_rounds):
-                            ctx = experiment.round_context(exp, int(state.round))
+                            ctx = rounds.round_context(exp, int(state.round))
                             counts = round_batches(exp, exp.method.plan(ctx, state.method))
                             for key, n in counts.items():
                                 trained_batches[key] = trained_batches.get(key, 0) + n
@@ -265,7 +265,7 @@ def main():
                             for clock in clocks[j:] + clocks[:j]:
                                 if clock == "round":
                                     t0 = time.perf_counter()
-                                    state, _ = experiment.run_round(exp, state)
+                                    state, _ = rounds.run_round(exp, state)
                                     jax.block_until_ready(state.method)
                                     spent["round"] += time.perf_counter() - t0
                                 else:

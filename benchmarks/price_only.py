@@ -9,7 +9,7 @@ compile (once per process), of the labels and partition, and of the pricing
 itself, with the rounds priced per second.
 
 Part 2, side by side on configs/smoke.py (ComDML, seed 0, 3 rounds): one
-trained round's wall time (``experiment.run_round``, rounds 1 and 2, after
+trained round's wall time (``rounds.run_round``, rounds 1 and 2, after
 round 0 compiled) against one price-only round's (the same rounds'
 ``plan_and_price``), and their ratio.
 """
@@ -58,7 +58,7 @@ def table3(seeds: list[int]) -> None:
 
 
 def side_by_side() -> None:
-    from comdml_jax import experiment, price_only
+    from comdml_jax import experiment, price_only, rounds
     from configs import smoke
 
     config = smoke.get_config()
@@ -68,11 +68,11 @@ def side_by_side() -> None:
     config.plots = False
     with tempfile.TemporaryDirectory() as wd:
         exp = experiment.build(config, wd)
-        state = experiment.initial_state(exp)
-        state, _ = experiment.run_round(exp, state)  # round 0: compiles
+        state = rounds.initial_state(exp)
+        state, _ = rounds.run_round(exp, state)  # round 0: compiles
         t0 = time.perf_counter()
         for _ in range(2):
-            state, _ = experiment.run_round(exp, state)
+            state, _ = rounds.run_round(exp, state)
         trained = (time.perf_counter() - t0) / 2
     setup = price_only.run_setup()
     system, batches, profile = setup(config)

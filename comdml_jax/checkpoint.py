@@ -1,6 +1,6 @@
 """Run-state checkpoints with orbax, for exact resume after a crash.
 
-The whole run state is one pytree (:class:`comdml_jax.experiment.RunState`
+The whole run state is one pytree (:class:`comdml_jax.rounds.RunState`
 flattened to a dict of arrays). A run that stops resumes from its last
 checkpoint: everything else it needs (profiles, partitions, batches,
 augmentation keys) is a pure function of (config, seed, round).

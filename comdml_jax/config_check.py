@@ -342,7 +342,7 @@ def _warn_eval_every(c: ml_collections.ConfigDict) -> None:
     """Warns that ``eval_every`` > ``optim.plateau_patience`` changes the lr schedule.
 
     The reduce-on-plateau schedule reads the test accuracy of the scheduled
-    evaluations (``experiment.run_round``), so its patience counts evaluations:
+    evaluations (``comdml_jax.rounds.run_round``), so its patience counts evaluations:
     the lr is lowered only after patience · eval_every rounds without a better
     accuracy, and never in a run shorter than ``eval_every`` rounds. With
     ``eval_every`` <= patience the delay stays within what the patience allows

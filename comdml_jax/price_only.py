@@ -2,8 +2,8 @@
 
 The library behind ``python -m experiments.compare --config=... --price_only``.
 Each round goes through the training run's own pricing path
-(:func:`comdml_jax.experiment.context_for` and
-:func:`~comdml_jax.experiment.plan_and_price`, i.e. ``method.plan`` then
+(:func:`comdml_jax.rounds.context_for` and
+:func:`~comdml_jax.rounds.plan_and_price`, i.e. ``method.plan`` then
 ``method.price``); nothing here prices anything itself. A method whose plan
 reads its own state (BrainTorrent's versions) carries only the host part of
 that state (``method.init_host`` / ``method.advance_host``), advanced with the
@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from comdml_jax.comparison import run_config
-from comdml_jax.experiment import context_for, plan_and_price
 from comdml_jax.methods import get_method
 from comdml_jax.report.comparison import DDOF, REFERENCE, mean_std
 from comdml_jax.report.writers import write_json
+from comdml_jax.rounds import context_for, plan_and_price
 
 
 def price_rounds(config, system, num_batches, profile, rounds: int) -> list[float]:

@@ -184,7 +184,7 @@ def main(argv):
             launch.fail(str(e))
         import jax
 
-        from comdml_jax.experiment import NonFiniteRunError
+        from comdml_jax.rounds import NonFiniteRunError
 
         try:
             with launch.refusals():

@@ -67,7 +67,8 @@ def main(argv):
         fail(str(e))
     from comdml_jax.data.datasets import DatasetNotFoundError
     from comdml_jax.errors import ConfigError
-    from comdml_jax.experiment import NonFiniteRunError, run
+    from comdml_jax.experiment import run
+    from comdml_jax.rounds import NonFiniteRunError
 
     try:
         summary = run(

@@ -22,10 +22,10 @@ def _runs(cifar10_dir, tmp_path, method, devices, rounds=2):
         c.train.aggregation = algo
         exp = experiment.build(c, tmp_path / f"{algo}{len(devices)}")
         exp = dataclasses.replace(exp, mesh=aggregate.make_mesh(devices))
-        state = experiment.initial_state(exp)
+        state = rounds.initial_state(exp)
         recs = []
         for _ in range(rounds):
-            state, rec = experiment.run_round(exp, state)
+            state, rec = rounds.run_round(exp, state)
             recs.append({k: v for k, v in rec.items() if k != "wall_time_s"})
         out[algo] = (state, recs)
     return out["psum"], out["halving_doubling"]

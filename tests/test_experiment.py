@@ -18,7 +18,7 @@ import chex
 import numpy as np
 import pytest
 
-from comdml_jax import experiment
+from comdml_jax import experiment, rounds
 from comdml_jax.checkpoint import Checkpointer
 from comdml_jax.config_check import validate_config
 from comdml_jax.data.datasets import DatasetNotFoundError
@@ -73,7 +73,7 @@ def without_wall_time(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
 
 
-def final_state(config, workdir: Path) -> experiment.RunState:
+def final_state(config, workdir: Path) -> rounds.RunState:
     state = experiment.restore_state(experiment.build(config, workdir))
     assert state is not None, f"no checkpoint in {workdir}"
     return state
@@ -226,11 +226,11 @@ def test_summary_matches_the_metrics(uninterrupted):
 
 
 def test_equal_speeds_make_comdml_train_and_cost_exactly_like_allreduce(equal_speed):
-    states = {m: experiment.initial_state(exp) for m, exp in equal_speed.items()}
+    states = {m: rounds.initial_state(exp) for m, exp in equal_speed.items()}
     for _ in range(2):
         records = {}
         for method, exp in equal_speed.items():
-            states[method], records[method] = experiment.run_round(exp, states[method])
+            states[method], records[method] = rounds.run_round(exp, states[method])
         comdml, allreduce = records["comdml"], records["allreduce"]
         assert comdml["pairs"] == [] and comdml["method"] == "comdml"
         assert allreduce["method"] == "allreduce"
@@ -243,12 +243,12 @@ def test_equal_speeds_make_comdml_train_and_cost_exactly_like_allreduce(equal_sp
 def test_final_round_evaluation_does_not_feed_the_plateau_schedule(equal_speed):
     """A run stopped early keeps the lr schedule of the longer run it resumes into."""
     exp = equal_speed["comdml"]
-    start = experiment.initial_state(exp)
+    start = rounds.initial_state(exp)
     out = {}
-    for rounds in (1, 2):
+    for n_rounds in (1, 2):
         config = exp.config.copy_and_resolve_references()
-        config.update_from_flattened_dict({"rounds": rounds, "eval_every": 2})
-        out[rounds] = experiment.run_round(dataclasses.replace(exp, config=config), start)
+        config.update_from_flattened_dict({"rounds": n_rounds, "eval_every": 2})
+        out[n_rounds] = rounds.run_round(dataclasses.replace(exp, config=config), start)
     (short, short_record), (long, long_record) = out[1], out[2]
     assert np.isfinite(short_record["test_accuracy"])  # the short run's last round: evaluated
     assert np.isnan(long_record["test_accuracy"])  # round 0 of 2 with eval_every=2: not
@@ -264,8 +264,8 @@ def test_jitted_plateau_update_follows_optax_eagerly():
     """
     config = smoke.get_config()
     config.optim.update(plateau_factor=0.5, plateau_patience=2, min_lr=config.optim.lr / 8)
-    eager = experiment.plateau_schedule(config)
-    jitted = experiment.plateau_update(config)
+    eager = rounds.plateau_schedule(config)
+    jitted = rounds.plateau_update(config)
     a = b = eager.init({})
     scales = []
     for v in (0.9, 0.8, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7):
@@ -274,7 +274,7 @@ def test_jitted_plateau_update_follows_optax_eagerly():
         chex.assert_trees_all_equal(a, b)
         scales.append(float(b.scale))
     assert scales[0] == 1.0 and scales[-1] == 0.125  # cut three times, floored at min_lr / lr
-    assert experiment.plateau_update(config) is jitted  # compiled once per schedule
+    assert rounds.plateau_update(config) is jitted  # compiled once per schedule
 
 
 # ------------------------------------------------------------------ determinism and resume
@@ -283,7 +283,7 @@ def test_jitted_plateau_update_follows_optax_eagerly():
 def test_checkpoint_restores_the_exact_run_state(equal_speed):
     exp = equal_speed["comdml"]
     assert experiment.restore_state(exp) is None  # nothing saved yet
-    state, _ = experiment.run_round(exp, experiment.initial_state(exp))
+    state, _ = rounds.run_round(exp, rounds.initial_state(exp))
     assert np.isfinite(float(state.plateau.best_value))  # the plateau saw round 0
     ckpt = Checkpointer(exp.workdir)
     experiment.save_state(ckpt, state)
@@ -293,7 +293,7 @@ def test_checkpoint_restores_the_exact_run_state(equal_speed):
     chex.assert_trees_all_equal(restored, state)
     # A checkpoint written before RunState had startup_s restores with startup_s = 0.
     state = state._replace(round=np.asarray(7, np.int64), startup_s=np.asarray(3.5))
-    old = {k: v for k, v in experiment._to_tree(state).items() if k != "startup_s"}
+    old = {k: v for k, v in rounds.state_to_tree(state).items() if k != "startup_s"}
     ckpt = Checkpointer(exp.workdir)
     ckpt.save(7, old)
     ckpt.close()

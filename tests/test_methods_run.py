@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from comdml_jax import experiment
+from comdml_jax import experiment, rounds
 from comdml_jax.methods import METHODS
 from configs import smoke
 
@@ -122,10 +122,10 @@ def test_per_agent_accuracy_statistics_match_each_agent_evaluated_alone(runs, ci
 def test_the_engine_traces_each_program_once_across_rounds(cifar10_dir, tmp_path):
     config = smoke_config(cifar10_dir, rounds=4, plots=False, checkpoint_every=0)
     exp = experiment.build(config, tmp_path)
-    state = experiment.initial_state(exp)
+    state = rounds.initial_state(exp)
     cuts = set()
     for _ in range(4):
-        state, rec = experiment.run_round(exp, state)
+        state, rec = rounds.run_round(exp, state)
         cuts |= {c for _, _, c in rec["pairs"]}
     assert cuts, "the smoke world should offload"
     assert exp.engine.traces and set(exp.engine.traces.values()) == {1}, exp.engine.traces

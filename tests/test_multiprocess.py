@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import pytest
 
-from comdml_jax import experiment
+from comdml_jax import experiment, rounds
 from comdml_jax.checkpoint import Checkpointer
 from configs import smoke
 
@@ -52,13 +52,13 @@ def _records(workdir: Path) -> list[dict]:
 
 def _state_after_round_1(config, workdir):
     exp = experiment.build(config, workdir)
-    like = experiment.initial_state(exp)
+    like = rounds.initial_state(exp)
     ckpt = Checkpointer(workdir)
     try:
-        tree = ckpt.restore(1, experiment._to_tree(like))
+        tree = ckpt.restore(1, rounds.state_to_tree(like))
     finally:
         ckpt.close()
-    return experiment._from_tree(tree, like)
+    return rounds.state_from_tree(tree, like)
 
 
 def _args(method, data_dir):

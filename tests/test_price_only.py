@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from comdml_jax import experiment, price_only
+from comdml_jax import experiment, price_only, rounds
 from comdml_jax.config_check import validate_config
 from configs import smoke
 
@@ -89,8 +89,8 @@ def test_braintorrent_host_state_advances_without_weights(cifar10_dir):
     assert set(host._fields) == {"versions", "merged"}
     config = dynamic_config(cifar10_dir, "braintorrent")
     system, batches, profile = setup(config)
-    ctx = experiment.context_for(config, system, method, 0, batches, None, profile)
-    plan, _, _ = experiment.plan_and_price(method, ctx, host)
+    ctx = rounds.context_for(config, system, method, 0, batches, None, profile)
+    plan, _, _ = rounds.plan_and_price(method, ctx, host)
     trained = np.flatnonzero(plan.participants).tolist()
     after = method.advance_host(host, plan, trained)
     np.testing.assert_array_equal(after.versions, np.asarray(plan.participants, int))

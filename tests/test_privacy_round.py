@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from comdml_jax import experiment
+from comdml_jax import experiment, rounds
 from comdml_jax.config_check import ConfigError, validate_config
 from comdml_jax.data.agents import make_epoch_batches
 from comdml_jax.models import split
@@ -172,10 +172,10 @@ def test_rounds_report_the_epsilon_dp_accounting_gives(cifar10_dir, tmp_path):
         },
     )
     exp = experiment.build(config, tmp_path)
-    state = experiment.initial_state(exp)
+    state = rounds.initial_state(exp)
     eps = []
     for _ in range(3):
-        state, rec = experiment.run_round(exp, state)
+        state, rec = rounds.run_round(exp, state)
         eps.append(rec["dp_epsilon"])
         assert rec["dp_delta"] == 1e-5
     for r, e in enumerate(eps, start=1):
@@ -201,10 +201,10 @@ def test_dp_off_and_dp_at_zero_noise_give_identical_rounds(cifar10_dir, tmp_path
         ),
         tmp_path / "b",
     )
-    sa, sb = experiment.initial_state(plain), experiment.initial_state(zero)
+    sa, sb = rounds.initial_state(plain), rounds.initial_state(zero)
     for _ in range(2):
-        sa, ra = experiment.run_round(plain, sa)
-        sb, rb = experiment.run_round(zero, sb)
+        sa, ra = rounds.run_round(plain, sa)
+        sb, rb = rounds.run_round(zero, sb)
         for k in ra.keys() - {"wall_time_s"}:
             np.testing.assert_equal(ra[k], rb[k], err_msg=k)
         assert rb["dp_epsilon"] == float("inf")

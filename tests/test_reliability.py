@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from comdml_jax import experiment
+from comdml_jax import experiment, rounds
 from comdml_jax.train.engine import Engine
 from configs import smoke
 
@@ -60,8 +60,8 @@ def test_a_round_without_participants_is_skipped_and_changes_nothing(cifar10_dir
     assert recs[2]["sim_time_s"] == pytest.approx(recs[0]["sim_time_s"] + recs[2]["round_time_s"])
     # The same seeds without the empty round in between: round 2 straight after round 0.
     exp = experiment.build(config, tmp_path / "direct")
-    state, rec0 = experiment.run_round(exp, experiment.initial_state(exp))
-    state, rec2 = experiment.run_round(exp, state._replace(round=np.asarray(2, np.int64)))
+    state, rec0 = rounds.run_round(exp, rounds.initial_state(exp))
+    state, rec2 = rounds.run_round(exp, state._replace(round=np.asarray(2, np.int64)))
     strip = lambda r: {k: v for k, v in json.loads(json.dumps(r, default=_plain)).items()}
     for got, want in ((rec0, recs[0]), (rec2, recs[2])):
         got = {k: v for k, v in strip(got).items() if k != "wall_time_s"}
@@ -101,7 +101,7 @@ def test_short_data_is_charged_for_the_samples_it_has(cifar10_dir, tmp_path):
     """60 samples per agent, batch 25: 2.4 batches charged (3 trained, the last wrapped)."""
     config = smoke_config(cifar10_dir, method="allreduce", **{"train.batch_size": 25})
     exp = experiment.build(config, tmp_path)
-    _, rec = experiment.run_round(exp, experiment.initial_state(exp))
+    _, rec = rounds.run_round(exp, rounds.initial_state(exp))
     t_ref = exp.profile.full_step_flops / exp.system.timing.cpu_flops
     if exp.system.timing.cpu_flops_calibration:  # the smoke config calibrates cpu_flops
         from comdml_jax.system.timing import reference_step_s
@@ -126,7 +126,7 @@ def test_an_injected_nan_stops_the_run_and_keeps_the_last_good_checkpoint(
     monkeypatch.setattr(Engine, "_run_loop", poisoned)
     config = smoke_config(cifar10_dir, rounds=3, **{"train.backend": "loop"})
     workdir = tmp_path / "run"
-    with pytest.raises(experiment.NonFiniteRunError) as err:
+    with pytest.raises(rounds.NonFiniteRunError) as err:
         experiment.run(config, workdir)
     msg = str(err.value)
     assert "method comdml" in msg and "round 1:" in msg and "group at cut" in msg
@@ -227,7 +227,7 @@ def test_a_round_whose_every_group_diverges_stops_a_skip_run(cifar10_dir, tmp_pa
         **{"train.backend": "loop", "train.on_nonfinite": "skip"},
     )
     workdir = tmp_path / "run"
-    with pytest.raises(experiment.NonFiniteRunError) as err:
+    with pytest.raises(rounds.NonFiniteRunError) as err:
         experiment.run(config, workdir)
     msg = str(err.value)
     assert "round 1:" in msg and "every group" in msg and "on_nonfinite=skip" in msg

@@ -36,7 +36,7 @@ PRNGKey = jax.Array
 def charged_batches(sizes: Sequence[int], batch_size: int, local_epochs: int = 1) -> np.ndarray:
     """[K] Ñ_i = E · N_i / B: the batches the timing model charges agent i (SPEC §1, §5).
 
-    The one count that a training run (``experiment.Experiment.charged_batches``)
+    The one count that a training run (``comdml_jax.rounds.Experiment.charged_batches``)
     and the plan CLI (``experiments/plan.py``) price with. An agent is charged
     for the samples it holds, also when N_i is not a multiple of B: the
     wrapped-around samples that fill up its last trained batch (module

@@ -1,6 +1,6 @@
 """A round's metrics record: assembled from the plan, the timing, the merge and the evaluation.
 
-``experiment.run_round`` calls :func:`round_record` last; every field of
+``comdml_jax.rounds.run_round`` calls :func:`round_record` last; every field of
 ``metrics.jsonl`` is named here (README, *What a run writes*). The exchange
 phase is ``exchange_time_s`` for every method; ``allreduce_time_s`` repeats it
 for the AllReduce-based methods and is None for the others.
