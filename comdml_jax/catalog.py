@@ -24,7 +24,8 @@ class MethodFacts:
     Attributes:
       per_agent: the agents keep their own models across rounds (no single
         aggregate: central DP has nothing to noise).
-      exchange: what follows training: allreduce | server | gossip | pull.
+      exchange: what follows training: allreduce | server | gossip | pull | mix.
+      paper: the method is one of the paper's comparison (a comparison's default set).
       splits: the method can split a model between a slow and a fast agent
         (the only case in which ``privacy.nopeek`` and ``privacy.patch_shuffle``
         act: they work on the activation sent at the cut).
@@ -33,12 +34,14 @@ class MethodFacts:
     per_agent: bool
     exchange: str
     splits: bool
+    paper: bool = True
 
 
 METHODS: dict[str, MethodFacts] = {
     "allreduce": MethodFacts(per_agent=False, exchange="allreduce", splits=False),
     "braintorrent": MethodFacts(per_agent=True, exchange="pull", splits=False),
     "comdml": MethodFacts(per_agent=False, exchange="allreduce", splits=True),
+    "dpsgd": MethodFacts(per_agent=True, exchange="mix", splits=False, paper=False),
     "fedavg": MethodFacts(per_agent=False, exchange="server", splits=False),
     "gossip": MethodFacts(per_agent=True, exchange="gossip", splits=False),
 }

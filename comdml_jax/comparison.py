@@ -72,8 +72,11 @@ def validate_methods(methods: Sequence[str]) -> list[str]:
 
 
 def all_methods() -> list[str]:
-    """Every registered method, the reference (ComDML) first, then by name."""
-    METHODS = catalog.METHODS
+    """The paper's methods (``MethodFacts.paper``), the reference (ComDML) first, then by name.
+
+    A comparison's default set; a method beyond the paper (D-PSGD) is named with ``--methods``.
+    """
+    METHODS = {m: f for m, f in catalog.METHODS.items() if f.paper}
 
     ref = report_lib.REFERENCE
     return ([ref] if ref in METHODS else []) + sorted(m for m in METHODS if m != ref)

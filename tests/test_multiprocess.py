@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 EXACT = ("round", "method", "num_participants", "participants", "sim_time_s", "round_time_s")
-PLAN = ("pairs", "transfers", "aggregator", "compute_s", "comm_s", "exchange_s", "idle_s")
+PLAN = ("pairs", "transfers", "compute_s", "comm_s", "exchange_s", "idle_s")
 
 
 def _env(devices: int) -> dict:

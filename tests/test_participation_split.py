@@ -21,6 +21,7 @@ import pytest
 from comdml_jax import experiment
 from comdml_jax.methods import METHODS, RoundContext, get_method
 from comdml_jax.methods.base import split_warning
+from comdml_jax.methods.braintorrent import draw_aggregator
 from comdml_jax.system.topology import make_topology
 from comdml_jax.system.world import build_system
 from comdml_jax.train import aggregate
@@ -126,7 +127,7 @@ def test_braintorrent_pulls_only_from_participants(tiny):
                            sizes, tiny, mesh)  # fmt: skip
         part = np.flatnonzero(ctx.env.participants)
         plan = method.plan(ctx, state)
-        a = plan.aggregator
+        a = draw_aggregator(0, r, ctx.env.participants)
         versions[part] += 1
         want = [int(i) for i in part if i != a and versions[i] > merged[a, i]]
         pulled = [i for i, _ in plan.transfers]

@@ -14,6 +14,7 @@ import pytest
 
 from comdml_jax import experiment, price_only, rounds
 from comdml_jax.config_check import validate_config
+from comdml_jax.methods.braintorrent import pulled_by
 from configs import smoke
 
 SEED = 1
@@ -95,7 +96,7 @@ def test_braintorrent_host_state_advances_without_weights(cifar10_dir):
     after = method.advance_host(host, plan, trained)
     np.testing.assert_array_equal(after.versions, np.asarray(plan.participants, int))
     pulled = [i for i, _ in plan.transfers]
-    np.testing.assert_array_equal(after.merged[plan.aggregator, pulled], 1)
+    np.testing.assert_array_equal(after.merged[pulled_by(plan), pulled], 1)
 
 
 def test_cli_writes_price_json_and_md(cifar10_dir, tmp_path):

@@ -11,8 +11,7 @@ splits (docs/timing_model.md). Plan: each participant trains its own model one l
 model of every participant it can reach this round (a route from a, which may
 pass through agents that were not sampled; an agent that was not sampled is
 offline and is never pulled) whose version is newer than the version a last
-merged from it. ``plan.aggregator`` is a and
-``plan.sends[i] = a`` for every pulled i.
+merged from it. Each pull is an edge (i, a) of ``plan.edges``.
 
 Time formula, with b the model bytes, α the per-message latency, and for a
 pull from i the route a..i used by the AllReduce pricing (hops H_ai, bottleneck
@@ -72,9 +71,25 @@ def advance_versions(host: BrainTorrentHost, plan: RoundPlan, trained) -> BrainT
     versions[list(trained)] += 1
     merged = np.asarray(host.merged).copy()
     pulled = [i for i, _ in plan.transfers]
-    if plan.aggregator >= 0 and pulled:
-        merged[plan.aggregator, pulled] = versions[pulled]
+    if pulled:
+        merged[pulled_by(plan), pulled] = versions[pulled]
     return BrainTorrentHost(versions, merged)
+
+
+def draw_aggregator(seed: int, round_: int, participants) -> int:
+    """The round's aggregator a: a participant drawn uniformly, −1 without participants."""
+    cand = np.flatnonzero(np.asarray(participants, bool))
+    if not cand.size:
+        return -1
+    return int(cand[rng_for(seed, Purpose.AGGREGATOR, round_).integers(cand.size)])
+
+
+def pulled_by(plan: RoundPlan) -> int:
+    """The aggregator that the plan's pulls go to (the one receiver of its edges), −1 if none."""
+    receivers = np.unique(plan.edges[:, 1])
+    if receivers.size > 1:
+        raise ValueError(f"a BrainTorrent plan pulls into one aggregator, not {receivers}")
+    return int(receivers[0]) if receivers.size else -1
 
 
 class BrainTorrentState(NamedTuple):
@@ -131,15 +146,14 @@ class BrainTorrent(PerAgentMethod):
         part = np.asarray(env.participants, bool)
         k = part.shape[0]
         none = np.full(k, -1)
-        if not part.any():
+        a = draw_aggregator(ctx.seed, ctx.round, part)
+        if a < 0:
             return RoundPlan(part, none, np.zeros(k, np.int64))
-        cand = np.flatnonzero(part)
-        a = int(cand[rng_for(ctx.seed, Purpose.AGGREGATOR, ctx.round).integers(cand.size)])
         versions = host.versions + part  # after this round's training
         hops, _ = routes_from(env.links, a)
-        pulled = part & (hops > 0) & (versions > host.merged[a])
-        sends = np.where(pulled, a, -1)
-        return RoundPlan(part, none, np.zeros(k, np.int64), sends=sends, aggregator=a)
+        pulled = np.flatnonzero(part & (hops > 0) & (versions > host.merged[a]))
+        edges = np.stack([pulled, np.full_like(pulled, a)], axis=1)
+        return RoundPlan(part, none, np.zeros(k, np.int64), edges=edges)
 
     def price(self, ctx, plan):
         env, timing = ctx.env, ctx.system.timing
@@ -148,11 +162,12 @@ class BrainTorrent(PerAgentMethod):
         pulled = [i for i, _ in plan.transfers]
         secs = []
         if pulled:
-            hops, width = routes_from(env.links, plan.aggregator)
+            a = pulled_by(plan)
+            hops, width = routes_from(env.links, a)
             secs = transfer_s(ctx.profile.model_bytes, width[pulled]) + hops[pulled] * (
                 timing.latency_s
             )
-            exchange[plan.aggregator] = float(np.sum(secs))
+            exchange[a] = float(np.sum(secs))
         detail = {"pull_s": [float(t) for t in secs]}
         return phase_timing(plan.participants, tau, np.zeros_like(tau), exchange, detail=detail)
 
@@ -160,9 +175,9 @@ class BrainTorrent(PerAgentMethod):
         del start, key
         models = current_models(mstate.params, mstate.batch_stats, trained, ctx.mesh)
         host = advance_versions(self.host_of(mstate), plan, trained.order)
-        a = plan.aggregator
+        a = draw_aggregator(ctx.seed, ctx.round, plan.participants)
         pulled = [i for i, _ in plan.transfers]
-        if a >= 0 and pulled:
+        if pulled:
             members = [a, *pulled]
             sizes = np.asarray(ctx.num_samples, np.float64)
             w = np.zeros((1, plan.num_agents))

@@ -8,7 +8,7 @@ for one local epoch, then sends it to one neighbour j drawn uniformly among
 its connected participants (the
 participants with a usable direct link, c_ij > 0), from
 ``rng_for(seed, Purpose.GOSSIP, round)`` seeded further by the agent. An agent
-with no connected participant sends nothing. ``plan.sends[i]`` is i's target.
+with no connected participant sends nothing. Each send is an edge (i, target) of ``plan.edges``.
 
 Time formula, with b the model bytes, α the per-message latency and
 xfer(b, c) = b · 8 / (c · 1e6) + α:
@@ -90,8 +90,10 @@ class Gossip(PerAgentMethod):
         del mstate
         part = ctx.env.participants
         k = part.shape[0]
-        sends = gossip_targets(ctx.seed, ctx.round, part, ctx.env.links)
-        return RoundPlan(part, np.full(k, -1), np.zeros(k, np.int64), sends=sends)
+        targets = gossip_targets(ctx.seed, ctx.round, part, ctx.env.links)
+        senders = np.flatnonzero(targets >= 0)
+        edges = np.stack([senders, targets[senders]], axis=1)
+        return RoundPlan(part, np.full(k, -1), np.zeros(k, np.int64), edges=edges)
 
     def price(self, ctx, plan):
         env, timing = ctx.env, ctx.system.timing

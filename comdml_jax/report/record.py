@@ -59,7 +59,6 @@ def plan_record(plan, timing) -> dict:
     out = {
         "pairs": [list(p) for p in plan.pairs],
         "transfers": [list(t) for t in plan.transfers],
-        "aggregator": plan.aggregator if plan.aggregator >= 0 else None,
     }
     out.update(timing.detail)
     return out

@@ -31,41 +31,41 @@ class RoundPlan:
       participants: [K] bool, the agents that train this round.
       partner: [K] int, the fast partner j of a slow agent i, −1 otherwise.
       cut: [K] int, the cut m of a slow agent (>= 1), 0 otherwise.
-      sends: [K] int, the agent that receives i's model in a pairwise exchange
-        (a Gossip target, or the BrainTorrent aggregator for a pulled
-        participant), −1 for none. Collective exchanges (AllReduce, FedAvg's server) leave it at −1:
-        every participant takes part.
-      aggregator: the BrainTorrent aggregator of the round, −1 for none.
+      edges: [E, 2] int, the round's model transfers as (sender, receiver)
+        rows, sorted and without repeats: a Gossip target, a BrainTorrent pull
+        (the pulled agent sends to the aggregator), D-PSGD's sends to every
+        neighbour. Collective exchanges (AllReduce, FedAvg's server) leave it
+        empty: every participant takes part. Whatever a method's merge mixes
+        and its price charges is read from these edges.
     """
 
     participants: BoolArray
     partner: IntArray
     cut: IntArray
-    sends: IntArray | None = None
-    aggregator: int = -1
+    edges: IntArray | None = None
 
     def __post_init__(self):
         part = _frozen(self.participants, bool)
         k = part.shape[0]
         partner = _frozen(self.partner, np.int64)
         cut = _frozen(self.cut, np.int64)
-        sends = _frozen(np.full(k, -1) if self.sends is None else self.sends, np.int64)
+        raw = np.zeros((0, 2)) if self.edges is None else np.asarray(self.edges).reshape(-1, 2)
+        edges = np.unique(raw.astype(np.int64), axis=0)  # sorted by (sender, receiver)
+        edges.flags.writeable = False
         object.__setattr__(self, "participants", part)
         object.__setattr__(self, "partner", partner)
         object.__setattr__(self, "cut", cut)
-        object.__setattr__(self, "sends", sends)
-        object.__setattr__(self, "aggregator", int(self.aggregator))
-        if part.ndim != 1 or partner.shape != (k,) or cut.shape != (k,) or sends.shape != (k,):
-            raise ValueError("participants, partner, cut and sends must all have shape [K]")
-        senders = np.flatnonzero(sends >= 0)
-        if np.any(sends < -1) or np.any(sends >= k):
-            raise ValueError("sends must be −1 or an agent index")
-        if np.any(sends[senders] == senders):
+        object.__setattr__(self, "edges", edges)
+        if part.ndim != 1 or partner.shape != (k,) or cut.shape != (k,):
+            raise ValueError("participants, partner and cut must all have shape [K]")
+        if len(edges) != len(raw):
+            raise ValueError("edges must not repeat a (sender, receiver) pair")
+        if np.any(edges < 0) or np.any(edges >= k):
+            raise ValueError("edges must join agent indices in [0, K)")
+        if np.any(edges[:, 0] == edges[:, 1]):
             raise ValueError("an agent cannot send its model to itself")
-        if not np.all(part[sends[senders]]):
-            raise ValueError("the receiver of a model transfer must be a participant")
-        if not (-1 <= self.aggregator < k) or (self.aggregator >= 0 and not part[self.aggregator]):
-            raise ValueError("aggregator must be −1 or a participant")
+        if not np.all(part[edges]):
+            raise ValueError("both ends of a model transfer must be participants")
         slow = np.flatnonzero(partner >= 0)
         if np.any(partner < -1) or np.any(partner >= k):
             raise ValueError("partner must be −1 or an agent index")
@@ -97,9 +97,8 @@ class RoundPlan:
 
     @property
     def transfers(self) -> list[tuple[int, int]]:
-        """[(sender, receiver), ...] of the pairwise model exchange, by increasing sender."""
-        s = np.flatnonzero(self.sends >= 0)
-        return [(int(i), int(self.sends[i])) for i in s]
+        """[(sender, receiver), ...] of the model exchange, sorted (the rows of ``edges``)."""
+        return [(int(i), int(j)) for i, j in self.edges]
 
     def with_cut(self, cut: int) -> RoundPlan:
         """The same pairs forced to one cut (cut 0: nobody offloads)."""
