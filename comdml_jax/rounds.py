@@ -219,7 +219,7 @@ def context_for(
         round=round_,
         seed=int(config.seed),
         system=system,
-        env=system.round_state(round_, method.take_part),
+        env=system.round_env(round_, method.take_part),
         num_batches=num_batches,
         num_samples=num_samples,
         profile=profile,

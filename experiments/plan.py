@@ -37,7 +37,7 @@ from comdml_jax import launch, run_inputs
 
 if TYPE_CHECKING:  # the system model loads after the flags parse, so a bad flag is answered fast
     from comdml_jax.system import RoundPlan, SplitProfile
-    from comdml_jax.system.world import RoundState, System
+    from comdml_jax.system.world import RoundEnv, System
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file.", lock_config=True)
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object per round.")
@@ -56,7 +56,7 @@ NUM_CLASSES, load_profile, run_batches = (
 
 
 def _sweep_pairs(
-    plan: RoundPlan, state: RoundState, num_batches, profile: SplitProfile, system: System
+    plan: RoundPlan, state: RoundEnv, num_batches, profile: SplitProfile, system: System
 ) -> RoundPlan:
     """The plan's pairs (at cut 1), or slowest -> fastest connected agent when it has none."""
     from comdml_jax.system import RoundPlan
@@ -94,8 +94,10 @@ def plan_round(system: System, r: int, num_batches, profile: SplitProfile, sweep
       The record; with ``sweep`` it also holds ``per_cut`` and ``_per_cut_detail``
       (the forced pairing and each cut's timing; not printed in JSON).
     """
-    state = system.round_state(r)
-    plan = system.plan(state, num_batches, profile)
+    from comdml_jax.methods.comdml import pairing_plan
+
+    state = system.round_env(r)
+    plan = pairing_plan(system, state, num_batches, profile)
     t = system.price(plan, state, num_batches, profile)
     lo = profile.layers_offloaded
     rec = {

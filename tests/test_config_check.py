@@ -372,7 +372,7 @@ def test_fedavg_needs_no_peer_links_but_the_peer_methods_do():
 
     over = {"system.topology.kind": "random", "system.topology.p": 0.0}
     system = validate_config(smoke_config(method="fedavg", **over))
-    state = system.round_state(0, get_method("fedavg").take_part)
+    state = system.round_env(0, get_method("fedavg").take_part)
     assert state.participants.tolist() == [True] * K
     for method in ("allreduce", "comdml", "gossip", "braintorrent"):
         with pytest.raises(ConfigError, match="no two agents with bandwidth > 0 are linked"):

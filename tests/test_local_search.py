@@ -5,6 +5,7 @@ import pytest
 from test_system_fixtures import resnet56_profile
 from test_system_scheduler import UNIT, toy_profile
 
+from comdml_jax.methods.comdml import pairing_plan
 from comdml_jax.system import build_system, get_scheduler
 from comdml_jax.system import local_search as ls
 from comdml_jax.system.exact import exact_plan
@@ -97,10 +98,10 @@ def test_registered_and_accepted_by_the_config():
     c = default.get_config()
     c.num_agents, c.system.scheduler = 12, "greedy_ls"
     system = build_system(c)
-    state = system.round_state(0)
+    state = system.round_env(0)
     nb = np.full(12, 10)
-    plan = system.plan(state, nb, resnet56_profile())
-    greedy = system.plan(state, nb, resnet56_profile(), scheduler="greedy")
+    plan = pairing_plan(system, state, nb, resnet56_profile())
+    greedy = pairing_plan(system, state, nb, resnet56_profile(), scheduler="greedy")
     prof = resnet56_profile()
     assert system.price(plan, state, nb, prof).makespan_s <= (
         system.price(greedy, state, nb, prof).makespan_s

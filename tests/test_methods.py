@@ -70,7 +70,7 @@ def world(method: str, edges=(), participation=1.0, num_batches=(4.0, 4.0, 4.0),
             round=r,
             seed=0,
             system=sysm,
-            env=sysm.round_state(r),
+            env=sysm.round_env(r),
             num_batches=np.asarray(num_batches),
             num_samples=np.array([40, 40, 40]),
             profile=toy_profile(),
@@ -190,7 +190,7 @@ def test_gossip_merge_is_the_hand_traced_equal_weight_average():
     c.system.bandwidth_mbps = (10.0,) * k
     c.system.dynamics_rounds = ()
     sysm = build_system(c)
-    env = sysm.round_state(0)
+    env = sysm.round_env(0)
     ctx = SimpleNamespace(
         seed=0, round=0, env=env, mesh=mesh, num_samples=np.full(k, 10), aggregation="psum"
     )
@@ -220,7 +220,7 @@ def test_braintorrent_pulls_only_newer_versions_and_others_keep_their_models():
     c.system.bandwidth_mbps = (10.0,) * k
     c.system.dynamics_rounds = ()
     sysm = build_system(c)
-    env = sysm.round_state(0)
+    env = sysm.round_env(0)
     sizes = np.array([10, 20, 30, 40])
     ctx = SimpleNamespace(
         seed=3, round=0, env=env, mesh=mesh, num_samples=sizes, aggregation="psum"
@@ -281,3 +281,80 @@ def test_rounds_without_participants_and_plans_with_transfers_validate():
         RoundPlan(two, none, zero, edges=[(0, 1), (0, 1)])
     plan = RoundPlan(two, none, zero, edges=[(1, 0), (0, 1)])
     assert plan.transfers == [(0, 1), (1, 0)]
+
+
+# ------------------------------------------------------------------ D-PSGD (SPEC §7)
+
+
+def test_dpsgd_round_time_on_a_line_by_hand():
+    """Edges 0-1-2, c = (50, 20): everyone sends to each neighbour; 1 receives twice."""
+    method, ctx = world("dpsgd", edges=((0, 1), (1, 2)))
+    c = ctx()
+    plan = method.plan(c, None)
+    assert plan.transfers == [(0, 1), (1, 0), (1, 2), (2, 1)]
+    t = method.price(c, plan)
+    np.testing.assert_allclose(t.exchange_s, [xfer(50.0), xfer(50.0) + xfer(20.0), xfer(20.0)])
+    assert t.exchange_time_s == pytest.approx(xfer(50.0) + xfer(20.0))
+    assert t.round_time_s == pytest.approx(8.0 + xfer(50.0) + xfer(20.0))
+    np.testing.assert_allclose(t.compute_s, [2.0, 4.0, 8.0])
+
+
+def test_dpsgd_merge_on_a_line_by_hand():
+    """Degrees (1, 2, 1): W = [[2/3, 1/3, 0], [1/3, 1/3, 1/3], [0, 1/3, 2/3]]."""
+    method, ctx = world("dpsgd", edges=((0, 1), (1, 2)))
+    c = ctx(mesh=aggregate.make_mesh(jax.devices()[:1]))
+    state = method.init(_stand_in_model(), 3)
+    plan = method.plan(c, state)
+    new, info = method.merge(state, None, _trained({0: 1.0, 1: 2.0, 2: 3.0}, 3), plan, c, None)
+    w = np.asarray(new.params["s00"]["w"])
+    for i, want in enumerate([4 / 3, 2.0, 8 / 3]):
+        np.testing.assert_allclose(w[i], want, rtol=1e-6)
+    assert info["receivers"] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dpsgd_merge_equals_the_metropolis_mix_in_numpy(seed):
+    """A random graph of 8 with 6 sampled: participants mix by Metropolis weights, others keep."""
+    k = 8
+    c = default.get_config()
+    c.num_agents, c.seed, c.participation = k, seed, 0.75
+    c.system.cpu = (1.0,) * k
+    c.system.bandwidth_mbps = (10.0,) * k
+    c.system.dynamics_rounds = ()
+    c.system.topology.kind = "random"
+    c.system.topology.p = 0.4
+    sysm = build_system(c)
+    method = get_method("dpsgd")
+    env = sysm.round_env(0, method.take_part)
+    ctx = SimpleNamespace(
+        seed=seed,
+        round=0,
+        env=env,
+        mesh=aggregate.make_mesh(jax.devices()[:2]),
+        num_samples=np.full(k, 10),
+        aggregation="psum",
+    )
+    state = method.init(_stand_in_model(), k)
+    plan = method.plan(ctx, state)
+    values = {i: float(np.random.default_rng(seed).normal() + i) for i in range(k)}
+    trained = {i: v for i, v in values.items() if env.participants[i]}
+    new, _ = method.merge(state, None, _trained(trained, k), plan, ctx, None)
+    # The reference: the participants' adjacency from the topology itself, weights by loop.
+    part = np.asarray(env.participants, bool)
+    adj = np.zeros((k, k), bool)
+    for i in range(k):
+        for j in range(k):
+            adj[i, j] = i != j and part[i] and part[j] and env.links.capacity(i, j) > 0
+    deg = adj.sum(axis=1)
+    w = np.eye(k)
+    for i in range(k):
+        for j in range(k):
+            if adj[i, j]:
+                w[i, j] = 1.0 / (1 + max(deg[i], deg[j]))
+        w[i, i] = 1.0 - (w[i].sum() - w[i, i])
+    x = np.array([values[i] if part[i] else 0.0 for i in range(k)])  # unsampled: initial 0
+    want = w @ x
+    got = np.asarray(new.params["s00"]["w"])[:, 0, 0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert adj.any()  # the seeds give a graph with edges to mix over
+    np.testing.assert_allclose(w.sum(axis=0), 1.0)  # doubly stochastic: the mean is kept

@@ -5,6 +5,7 @@ import pytest
 from test_system_fixtures import resnet56_profile
 from test_system_scheduler import toy_profile
 
+from comdml_jax.methods.comdml import pairing_plan
 from comdml_jax.system import build_system
 from comdml_jax.system.exact import exact_plan
 from comdml_jax.system.local_search import greedy_ls_plan
@@ -112,13 +113,13 @@ def test_the_system_plans_and_prices_over_routes_at_fig3s_setting():
     prof = resnet56_profile()
     more = 0
     for r in range(6):
-        state = system.round_state(r)
-        plan = system.plan(state, nb, prof)
+        state = system.round_env(r)
+        plan = pairing_plan(system, state, nb, prof)
         routed = pairing_links(state.links, state.participants, "routes", system.timing.latency_s)
         want = price_round(plan, state.cpu, state.links, nb, prof, system.timing, routed)
         got = system.price(plan, state, nb, prof)
         assert got.round_time_s == want.round_time_s
-        direct = direct_system.plan(state, nb, prof)
+        direct = pairing_plan(direct_system, state, nb, prof)
         assert (
             direct.pairs
             == greedy_plan(

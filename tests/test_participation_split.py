@@ -90,7 +90,7 @@ def test_allreduce_and_comdml_keep_the_largest_component_and_say_who_sat_out(tin
         c.system.topology.kind = "edges"
         c.system.topology.edges = SPLIT
         system, method = build_system(c), get_method(name)
-        env = system.round_state(0, method.take_part)
+        env = system.round_env(0, method.take_part)
         if name in ("allreduce", "comdml"):
             assert env.participants.tolist() == [True, True, True, False, False], name
             assert np.flatnonzero(env.sat_out).tolist() == [3, 4]
@@ -123,7 +123,7 @@ def test_braintorrent_pulls_only_from_participants(tiny):
     seen = {}  # by hand: versions = rounds trained; merged[a] = what a last pulled
     versions, merged = np.zeros(12, int), np.zeros((12, 12), int)
     for r in range(3):
-        ctx = RoundContext(r, 0, system, system.round_state(r, method.take_part), sizes / 20,
+        ctx = RoundContext(r, 0, system, system.round_env(r, method.take_part), sizes / 20,
                            sizes, tiny, mesh)  # fmt: skip
         part = np.flatnonzero(ctx.env.participants)
         plan = method.plan(ctx, state)

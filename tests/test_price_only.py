@@ -73,7 +73,7 @@ def test_the_setting_is_dynamic(cifar10_dir):
     """The config really varies: participants and profiles change between rounds."""
     config = dynamic_config(cifar10_dir, "comdml")
     system = validate_config(config)
-    states = [system.round_state(r) for r in range(3)]
+    states = [system.round_env(r) for r in range(3)]
     parts = [s.participants.tolist() for s in states]
     assert not all(p == parts[0] for p in parts) and not all(all(p) for p in parts)
     cpus = [np.asarray(s.cpu) for s in states]

@@ -60,7 +60,7 @@ def test_explicit_profiles_and_disconnection():
     )
     cpu, bw = profiles_at(c, 7)
     assert cpu.tolist() == [1.0, 2.0, 0.25] and bw.tolist() == [10.0, 0.0, 50.0]
-    state = build_system(c).round_state(0)
+    state = build_system(c).round_env(0)
     assert state.participants.tolist() == [True, False, True]
 
 
@@ -117,15 +117,15 @@ def test_non_complete_topology_keeps_the_main_component():
         topology_kind="edges",
         topology_edges=((0, 1), (1, 2), (3, 4)),
     )
-    assert build_system(c).round_state(0).participants.tolist() == [True, True, True, False, False]
+    assert build_system(c).round_env(0).participants.tolist() == [True, True, True, False, False]
 
 
 def test_participation_samples_a_fraction():
     c = cfg(num_agents=50, participation=0.2, bandwidth_mbps=(10.0,) * 50)
     s = build_system(c)
-    p0, p1 = s.round_state(0).participants, s.round_state(1).participants
+    p0, p1 = s.round_env(0).participants, s.round_env(1).participants
     assert p0.sum() == 10 and p1.sum() == 10 and not np.array_equal(p0, p1)
-    assert np.array_equal(p0, build_system(c).round_state(0).participants)
+    assert np.array_equal(p0, build_system(c).round_env(0).participants)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_system_fixtures import resnet56_profile
 
+from comdml_jax.methods.comdml import pairing_plan
 from comdml_jax.system import build_system, scheduler
 from comdml_jax.system.exact import brute_force_plan, exact_plan
 from comdml_jax.system.gap import greedy_gap
@@ -80,8 +81,8 @@ def test_table1_offloads_more_layers_in_setting_1(setting_picks_more, setting_pi
     layers, savings = {}, {}
     for s in (setting_picks_more, setting_picks_fewer):
         system = build_system(table1.get_config(s))
-        state = system.round_state(0)
-        plan = system.plan(state, nb, prof)
+        state = system.round_env(0)
+        plan = pairing_plan(system, state, nb, prof)
         assert [(i, j) for i, j, _ in plan.pairs] == [(1, 0)]  # the slow agent offloads to the fast
         t = system.price(plan, state, nb, prof)
         layers[s] = int(prof.layers_offloaded[plan.pairs[0][2]])
@@ -101,8 +102,8 @@ def test_table1_with_the_compiled_profile():
     picked = {}
     for s in ("1", "2"):
         system = build_system(table1.get_config(s))
-        state = system.round_state(0)
-        plan = system.plan(state, nb, prof)
+        state = system.round_env(0)
+        plan = pairing_plan(system, state, nb, prof)
         picked[s] = int(prof.layers_offloaded[plan.pairs[0][2]]) if plan.pairs else 0
     assert picked["1"] > picked["2"]
 

@@ -39,7 +39,7 @@ from comdml_jax.system.routing import components
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import RoundTiming
 from comdml_jax.system.topology import Links, Topology, link_capacities
-from comdml_jax.system.world import RoundState, System, main_component
+from comdml_jax.system.world import RoundEnv, System, main_component
 from comdml_jax.train import aggregate
 from comdml_jax.train.types import AgentModels, ModelVars, StartModels
 
@@ -68,7 +68,7 @@ class RoundContext:
     round: int
     seed: int
     system: System
-    env: RoundState
+    env: RoundEnv
     num_batches: np.ndarray
     num_samples: np.ndarray
     profile: SplitProfile

@@ -17,6 +17,39 @@ averaged per cut over the agents that used that cut (SPEC §4).
 from __future__ import annotations
 
 from comdml_jax.methods.base import GlobalModelMethod, largest_component, register
+from comdml_jax.system.plan import RoundPlan
+from comdml_jax.system.scheduler import get_scheduler
+from comdml_jax.system.split_profile import SplitProfile
+from comdml_jax.system.world import RoundEnv, System
+
+
+def pairing_plan(
+    system: System,
+    env: RoundEnv,
+    num_batches,
+    profile: SplitProfile,
+    scheduler: str | None = None,
+) -> RoundPlan:
+    """ComDML's plan of round r: who offloads to whom, at which cut.
+
+    The configured scheduler (``system.scheduler``: Algorithm 1's ``greedy``,
+    ``greedy_ls`` or ``exact``; ``scheduler`` overrides it) over the round's
+    participants, pairing over the links ``system.pairing_links`` names
+    (direct neighbours, or routes: :mod:`comdml_jax.system.pair_routes`).
+
+    Args:
+      system: the simulated world.
+      env: the round's environment (profiles, links, participants).
+      num_batches: [K] Ñ_i.
+      profile: the split profile.
+      scheduler: a registry name overriding the config's.
+
+    Returns:
+      The plan.
+    """
+    fn = get_scheduler(scheduler or system.scheduler)
+    links = system.links_for_pairing(env)
+    return fn(env.cpu, links, num_batches, env.participants, profile, system.timing)
 
 
 @register("comdml")
@@ -32,7 +65,7 @@ class ComDML(GlobalModelMethod):
 
     def plan(self, ctx, mstate):
         del mstate
-        return ctx.system.plan(ctx.env, ctx.num_batches, ctx.profile)
+        return pairing_plan(ctx.system, ctx.env, ctx.num_batches, ctx.profile)
 
     def price(self, ctx, plan):
         return ctx.system.price(plan, ctx.env, ctx.num_batches, ctx.profile)

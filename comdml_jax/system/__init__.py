@@ -36,7 +36,7 @@ from comdml_jax.system.topology import (
     make_topology,
     topology_from_config,
 )
-from comdml_jax.system.world import RoundState, System, build_system, main_component, sampled_at
+from comdml_jax.system.world import RoundEnv, System, build_system, main_component, sampled_at
 
 __all__ = [
     "ALLREDUCE",
@@ -46,7 +46,7 @@ __all__ = [
     "Links",
     "ProfileSpec",
     "RoundPlan",
-    "RoundState",
+    "RoundEnv",
     "RoundTiming",
     "SplitProfile",
     "System",

@@ -4,21 +4,21 @@ The engine's per-round use::
 
     system = build_system(config)
     for r in range(config.rounds):
-        state = system.round_state(r)                 # profiles, links, participants
-        plan = system.plan(state, num_batches, profile)          # Algorithm 1
-        timing = system.price(plan, state, num_batches, profile) # eq. (4) + AllReduce
+        env = system.round_env(r)                   # profiles, links, participants
+        plan = method.plan(ctx, mstate)             # ComDML: methods/comdml.pairing_plan
+        timing = system.price(plan, env, num_batches, profile)  # eq. (4) + AllReduce
 
 Participants of round r (:meth:`System.participants_at`):
   1. sampled: all agents when ``participation >= 1``, else
      ``max(1, round(participation * K))`` agents drawn without replacement
      from rng(seed, Purpose.PARTICIPATION, r);
   2. connected: bw_i > 0 this round; the sampled, connected agents are the
-     round's candidates (P of docs/timing_model.md, ``RoundState.candidates``);
+     round's candidates (P of docs/timing_model.md, ``RoundEnv.candidates``);
   3. who of them takes part is the method's rule (``take_part``, owned by each
      method in ``comdml_jax.methods``; docs/timing_model.md, "Participants").
      The default, :func:`main_component`, is the rule of the methods that
      need one collective (AllReduce, ComDML, and the
-     scheduler behind :meth:`System.plan`): on a topology that is not
+     scheduler behind ``methods.comdml.pairing_plan``): on a topology that is not
      complete, only the candidates in the routing component holding most of
      them (ties: the component with the lowest agent) take part, so the
      AllReduce can reach everyone. Agents that are connected but not sampled
@@ -98,7 +98,7 @@ def main_component(links: Links, candidates: BoolArray) -> BoolArray:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class RoundState:
+class RoundEnv:
     """Everything the scheduler and the timing model need about round r.
 
     Attributes:
@@ -158,9 +158,9 @@ class System:
 
     def participants_at(self, round_: int, take_part: TakePart | None = None) -> BoolArray:
         """[K] who takes part in round r (module docstring)."""
-        return self.round_state(round_, take_part).participants
+        return self.round_env(round_, take_part).participants
 
-    def round_state(self, round_: int, take_part: TakePart | None = None) -> RoundState:
+    def round_env(self, round_: int, take_part: TakePart | None = None) -> RoundEnv:
         """Profiles, links and participants of round r (pure in (config, r)).
 
         Args:
@@ -176,38 +176,16 @@ class System:
         cand = sampled_at(self.seed, round_, self.num_agents, self.participation) & (bw > 0)
         cand.flags.writeable = False
         part = (take_part or main_component)(links, cand)
-        return RoundState(round_, cpu, bw, links, part, cand)
+        return RoundEnv(round_, cpu, bw, links, part, cand)
 
-    def plan(
-        self,
-        state: RoundState,
-        num_batches,
-        profile: SplitProfile,
-        scheduler: str | None = None,
-    ) -> RoundPlan:
-        """Plans round r with ``system.scheduler`` (or ``scheduler``).
-
-        Args:
-          state: the round's state.
-          num_batches: [K] Ñ_i.
-          profile: the split profile.
-          scheduler: a registry name overriding the config's.
-
-        Returns:
-          The plan.
-        """
-        fn = get_scheduler(scheduler or self.scheduler)
-        links = self.links_for_pairing(state)
-        return fn(state.cpu, links, num_batches, state.participants, profile, self.timing)
-
-    def links_for_pairing(self, state: RoundState) -> Links:
+    def links_for_pairing(self, state: RoundEnv) -> Links:
         """The c_ij (and relay latencies) the round's pairs send over (``system.pairing_links``)."""
         return pairing_links(
             state.links, state.participants, self.pairing_links, self.timing.latency_s
         )
 
     def price(
-        self, plan: RoundPlan, state: RoundState, num_batches, profile: SplitProfile
+        self, plan: RoundPlan, state: RoundEnv, num_batches, profile: SplitProfile
     ) -> RoundTiming:
         """Prices a plan of round r (``timing.price_round``; the AllReduce on the real links)."""
         pairs = self.links_for_pairing(state) if np.any(plan.partner >= 0) else None
