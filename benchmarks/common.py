@@ -58,3 +58,15 @@ def run_json(args: list[str], env: dict | None = None, timeout: int = 1800) -> d
     if proc.returncode != 0:
         raise RuntimeError(f"{args} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def jitted_step(programs, role: str, cut: int = 0):
+    """One step of ``train.steps.StepPrograms`` jitted as the engine's plain loop does it:
+    the state donated, the programs' compiler options."""
+    import jax
+
+    return jax.jit(
+        programs.pure(*programs.key(role, cut)),
+        donate_argnums=(0,),
+        compiler_options=programs.xla_options,
+    )

@@ -16,7 +16,7 @@ per-agent evaluation is amortised, for every method alike). Each round is
 timed beside two replays of exactly the steps it trained, as many calls per
 (role, cut) as its plan trained batches (:class:`BareSteps`): the engine's
 own compiled per-batch programs alone (the benchmark fails if the timed
-rounds re-trace any of them) and plain ``StepCache`` steps on a fixed batch.
+rounds re-trace any of them) and plain ``StepPrograms`` steps on a fixed batch.
 The order of the three rotates from round to round, so the machine's drift
 hits all alike. Printed per method: round vs its steps alone (what the round
 adds: plan, price, batches, starts, merge, evaluation), round vs plain steps,
@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine  # noqa: E402
+from benchmarks.common import jitted_step, machine  # noqa: E402
 
 LINKS = (10.0, 20.0, 50.0, 100.0)
 
@@ -86,7 +86,7 @@ class BareSteps:
     ``program="engine"``: the engine's own per-batch programs (gather, augment
     and step, the very executables the rounds run; no new compilation), from
     the engine's starting state of agent 0, on agent 0's first batch indices.
-    ``program="plain"``: the bare :class:`StepCache` steps (a fresh cache with
+    ``program="plain"``: the bare :class:`StepPrograms` steps (a fresh cache with
     the engine's compiler options) on one fixed float batch, from a fresh
     state. :meth:`run` replays a round's work: for each (role, cut), the step
     called as many times as the round trained batches of it, back to back
@@ -115,7 +115,7 @@ class BareSteps:
                 self.templates[(role, cut)] = eng._agent_start(start, 0, lr, role, cut)
                 self.fns[(role, cut)] = eng._loop_step(role, cut)
         else:
-            cache = steps.StepCache(exp.model, eng.tx, xla_options=eng.steps.xla_options)
+            cache = steps.StepPrograms(exp.model, eng.tx, xla_options=eng.steps.xla_options)
             params, stats = exp.model.init(jax.random.key(0))
             aux = split.init_all_aux(exp.model, jax.random.key(2))
             x = jax.random.normal(jax.random.key(3), (b, 32, 32, 3))
@@ -129,7 +129,7 @@ class BareSteps:
                     sp = {**sp, split.AUX: aux[split.aux_key(cut)]}
                     st = (steps.init_state(sp, ss, eng.tx), steps.init_state(fp, fs, eng.tx))
                 self.templates[(role, cut)] = st
-                self.fns[(role, cut)] = cache.get(role, cut)
+                self.fns[(role, cut)] = jitted_step(cache, role, cut)
         self.run(dict.fromkeys(self.templates, 2))  # compile (plain) and warm up
 
     def run(self, counts: dict[tuple[str, int], int]) -> float:

@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, run_json, time_calls  # noqa: E402
+from benchmarks.common import jitted_step, machine, run_json, time_calls  # noqa: E402
 from comdml_jax.host_memory import tuned_env  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def child_jax(args) -> dict:
     impls = {"conv_impl": "xla", "bn_impl": "plain"} if reference else {}
     model = build_model(args.model, **impls)
     tx = steps.make_optimizer(0.01)
-    cache = steps.StepCache(model, tx, xla_options={} if reference else None)
+    cache = steps.StepPrograms(model, tx, xla_options={} if reference else None)
     params, stats = model.init(jax.random.key(0))
     b = args.batch
     x = jax.random.normal(jax.random.key(1), (b, 32, 32, 3))
@@ -59,7 +59,7 @@ def child_jax(args) -> dict:
 
     fresh = lambda t: jax.tree.map(jnp.copy, t)  # the steps donate their state
     box = [steps.init_state(fresh(params), fresh(stats), tx)]
-    full = cache.get("full")
+    full = jitted_step(cache, "full")
 
     def run_full():
         box[0], loss = full(box[0], x, y)
@@ -72,7 +72,7 @@ def child_jax(args) -> dict:
     ss, fs = split.split_tree(model, fresh(stats), m)
     sp = {**sp, split.AUX: split.init_aux(model, m, jax.random.key(2))}
     pbox = [(steps.init_state(sp, ss, tx), steps.init_state(fp, fs, tx))]
-    pair = cache.get("pair", m)
+    pair = jitted_step(cache, "pair", m)
 
     def run_pair():
         pbox[0], losses = pair(pbox[0], x, y)

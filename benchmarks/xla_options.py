@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, run_json, time_calls  # noqa: E402
+from benchmarks.common import jitted_step, machine, run_json, time_calls  # noqa: E402
 from comdml_jax.host_memory import tuned_env  # noqa: E402
 
 MEASURED = {
@@ -55,7 +55,7 @@ def child(args) -> dict:
     opts = {**compiler_options(), **{k: v for k, v in extra.items() if not k.startswith("--")}}
     model = build_model(args.model)
     tx = steps.make_optimizer(0.01)
-    fn = steps.StepCache(model, tx, xla_options=opts).get("full")
+    fn = jitted_step(steps.StepPrograms(model, tx, xla_options=opts), "full")
     params, stats = model.init(jax.random.key(0))
     box = [steps.init_state(params, stats, tx)]
     x = jax.random.normal(jax.random.key(1), (args.batch, 32, 32, 3))

@@ -152,36 +152,6 @@ def test_profile_bytes_and_costs():
     )
 
 
-def test_step_traces_once_per_cut(tiny):
-    model, params, stats, aux = tiny
-    x, y = _batch()
-    tx = steps.make_optimizer(0.1)
-    cache = steps.StepCache(model, tx, donate=False)
-    m = 3
-    sp, fp = split.split_tree(model, params, m)
-    ss, fs = split.split_tree(model, stats, m)
-    sp = {**sp, split.AUX: aux[split.aux_key(m)]}
-    state = (steps.init_state(sp, ss, tx), steps.init_state(fp, fs, tx))
-    traced = []
-    pure = cache.pure
-
-    def counting_pure(role, cut=0):
-        fn = pure(role, cut)
-
-        def wrapped(*a):
-            traced.append((role, cut))
-            return fn(*a)
-
-        return wrapped
-
-    cache.pure = counting_pure
-    step = cache.get("pair", m)
-    state, _ = step(state, x, y)
-    state, _ = step(state, x, y)
-    assert cache.get("pair", m) is step
-    assert traced == [("pair", m)]
-
-
 @pytest.mark.parametrize("conv_impl", ["auto", "xla"])
 def test_vmapped_step_equals_separate_steps(tiny, conv_impl):
     _, params, stats, _ = tiny

@@ -129,20 +129,19 @@ def test_privacy_off_gives_the_plain_numbers_bit_for_bit(setup, plain):
     assert _bits_equal(got, want)
 
 
-def test_step_cache_keys_on_the_step_privacy_only(setup):
-    model, tx, _, _, _ = setup
-    cache = steps.StepCache(model, tx, donate=False)
-    plain = cache.get("pair", CUT)
-    assert cache.get("pair", CUT, PrivacySpec()) is plain
-    assert cache.get("pair", CUT, PrivacySpec(dp=DpSpec("gaussian"))) is plain
-    nopeek = cache.get("pair", CUT, NOPEEK)
-    assert nopeek is not plain and cache.get("pair", CUT, NOPEEK) is nopeek
-    assert cache.get("pair", CUT, SHUFFLE) not in (plain, nopeek)
-    # full and fast programs do not change with the step privacy
-    assert cache.get("full", 0, NOPEEK) is cache.get("full")
-    assert cache.get("fast", CUT, SHUFFLE) is cache.get("fast", CUT)
-    assert steps.StepCache.key("pair", CUT, NOPEEK) == ("pair", CUT, NOPEEK)
-    assert steps.StepCache.key("slow", CUT, PrivacySpec(dp=DpSpec("laplace"))) == ("slow", CUT)
+def test_step_key_holds_only_the_step_privacy_that_changes_the_program():
+    """Off and DP-only share the plain key; NoPeek and shuffling each get their own;
+    full and fast programs never depend on it (the engine compiles once per key)."""
+    key = steps.StepPrograms.key
+    plain = key("pair", CUT)
+    assert plain == ("pair", CUT)
+    assert key("pair", CUT, PrivacySpec()) == plain
+    assert key("pair", CUT, PrivacySpec(dp=DpSpec("gaussian"))) == plain
+    assert key("pair", CUT, NOPEEK) == ("pair", CUT, NOPEEK) != plain
+    assert key("pair", CUT, SHUFFLE) not in (plain, key("pair", CUT, NOPEEK))
+    assert key("full", 0, NOPEEK) == key("full", 3) == ("full", 0)
+    assert key("fast", CUT, SHUFFLE) == ("fast", CUT)
+    assert key("slow", CUT, PrivacySpec(dp=DpSpec("laplace"))) == ("slow", CUT)
 
 
 def test_nopeek_with_alpha_zero_is_plain_cross_entropy(setup, plain):

@@ -159,7 +159,7 @@ class Engine:
 
     The engine keeps one cache of compiled programs, :attr:`programs`, keyed by
     (program, role, cut) plus the step privacy where it changes the program
-    (``StepCache.key``); :attr:`traces` counts how often each was traced, so a
+    (``StepPrograms.key``); :attr:`traces` counts how often each was traced, so a
     test can check that rounds never re-trace.
     """
 
@@ -183,13 +183,13 @@ class Engine:
         self.home = SingleDeviceSharding(mesh.devices.flat[0])
         self.key = rng.stream(seed, "augment")
         self.privacy = step_privacy(privacy)
-        self.steps = steps.StepCache(model, tx)
+        self.steps = steps.StepPrograms(model, tx)
         self.programs: dict[tuple[str, str, int], Callable] = {}
         self.traces: collections.Counter = collections.Counter()
 
     def _program(self, kind: str, role: str, cut: int, build: Callable[[], Callable], **jit_kw):
         """The jitted program ``kind`` for (role, cut), built and jitted once."""
-        k = (kind, *steps.StepCache.key(role, cut, self.privacy))
+        k = (kind, *steps.StepPrograms.key(role, cut, self.privacy))
         if k not in self.programs:
             fn = build()
 

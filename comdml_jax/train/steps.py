@@ -27,8 +27,8 @@ Privacy (SPEC §8). The slow and pair steps take a
 branch; only a shuffling step reads it (and needs it). With no option on (None,
 or a spec with only DP), every step is traced exactly as without privacy.
 
-:class:`StepCache` jits each (role, cut, step privacy) once and hands back the
-same compiled function afterwards.
+:class:`StepPrograms` gives each (role, cut, step privacy) step and its key;
+the engine jits each key once and reuses the compiled function afterwards.
 """
 
 from __future__ import annotations
@@ -219,24 +219,22 @@ ROLES: dict[str, Callable[..., StepFn]] = {
 PRIVATE_ROLES = ("slow", "pair")
 
 
-class StepCache:
-    """Jitted steps, one per (role, cut, step privacy), traced and compiled once each.
+class StepPrograms:
+    """The un-jitted steps of a model and optimiser, and the key each compiles under.
+
+    The engine jits and caches them itself (``train.engine``, keyed by
+    :meth:`key`, guarded against re-tracing).
 
     Args:
       model: the model.
       tx: the optimiser.
-      donate: donate the state argument (the engine never reuses it).
       xla_options: compiler options; default :func:`compiler_options` of the platform.
     """
 
-    def __init__(
-        self, model: StagedModel, tx, donate: bool = True, xla_options: dict | None = None
-    ):
+    def __init__(self, model: StagedModel, tx, xla_options: dict | None = None):
         self.model = model
         self.tx = tx
-        self.donate = donate
         self.xla_options = compiler_options() if xla_options is None else xla_options
-        self._jitted: dict[tuple, StepFn] = {}
 
     def pure(self, role: str, cut: int = 0, privacy: PrivacySpec | None = None) -> StepFn:
         """The un-jitted step, for composing under vmap/scan."""
@@ -255,13 +253,3 @@ class StepCache:
         opts = step_privacy(privacy) if role in PRIVATE_ROLES else None
         base = (role, 0 if role == "full" else cut)
         return base if opts is None else (*base, opts)
-
-    def get(self, role: str, cut: int = 0, privacy: PrivacySpec | None = None) -> StepFn:
-        """The jitted step for (role, cut, step privacy), compiled on first use."""
-        key = self.key(role, cut, privacy)
-        if key not in self._jitted:
-            donate = (0,) if self.donate else ()
-            self._jitted[key] = jax.jit(
-                self.pure(*key), donate_argnums=donate, compiler_options=self.xla_options
-            )
-        return self._jitted[key]
