@@ -62,7 +62,8 @@ from comdml_jax.streams import Purpose  # noqa: E402
 from comdml_jax.system import profiles_at, scheduler, timing  # noqa: E402
 from comdml_jax.system.plan import RoundPlan  # noqa: E402
 from comdml_jax.system.profiles import rng_for  # noqa: E402
-from comdml_jax.system.routing import _bfs, route_stats, route_stats_reference  # noqa: E402
+from comdml_jax.system.route_stats import route_stats, route_stats_reference  # noqa: E402
+from comdml_jax.system.routing import _bfs  # noqa: E402
 from comdml_jax.system.scheduler import greedy_plan, greedy_plan_reference  # noqa: E402
 from comdml_jax.system.split_profile import SplitProfile  # noqa: E402
 from comdml_jax.system.timing import TimingParams, price_round  # noqa: E402

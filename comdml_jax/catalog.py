@@ -8,7 +8,7 @@ written here once; ``comdml_jax.config_check`` reads this module and a bad
 JAX-side registry is checked against this catalog by tests/test_registries.py,
 so the two cannot drift apart.
 
-The data set and partition registries (``data.datasets``, ``data.partition``)
+The data set and partition registries (``data.sources``, ``data.partition``)
 import no JAX themselves and are read directly.
 """
 

@@ -10,7 +10,7 @@ Checks that need no data:
   - every field's type and range (the ``system.*`` fields are checked by
     :func:`comdml_jax.system.world.build_system`, which this module calls);
   - ``data.train_subset`` / ``data.test_subset`` against the split sizes in the
-    data set's registry entry (:class:`comdml_jax.data.datasets.DatasetSpec`);
+    data set's registry entry (:class:`comdml_jax.data.sources.DatasetSpec`);
   - ``train.batch_size`` against the largest agent's data: for IID the agent
     sizes are floor(N/K) and ceil(N/K); for Dirichlet, every agent holds at
     least ``data.min_samples_per_agent``, so the largest holds at most
@@ -227,8 +227,8 @@ def _check_split_privacy(c: ml_collections.ConfigDict, methods) -> None:
 
 
 def _check_data(c: ml_collections.ConfigDict) -> None:
-    from comdml_jax.data.datasets import DATASETS
     from comdml_jax.data.partition import PARTITIONS
+    from comdml_jax.data.sources import DATASETS
 
     d = c.data
     _require(d.name in DATASETS, "data.name", d.name, f"choose one of {sorted(DATASETS)}")
@@ -381,7 +381,7 @@ def num_train_samples(config: ml_collections.ConfigDict) -> int:
       ``data.train_subset`` if set, else the registered size of the training
       split (``train`` + ``valid`` with ``data.include_valid``).
     """
-    from comdml_jax.data.datasets import DATASETS
+    from comdml_jax.data.sources import DATASETS
 
     d = config.data
     if d.train_subset:

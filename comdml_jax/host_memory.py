@@ -1,24 +1,22 @@
-"""Keep XLA:CPU's per-execution scratch memory mapped, on huge pages, between steps (issue 6).
+"""Keep XLA:CPU's per-execution scratch memory mapped, on huge pages, between steps.
 
 XLA:CPU allocates every execution's temporary buffer (about 1 GB for a
 ResNet-56 training step at batch 100) with ``posix_memalign`` from a worker
 thread. glibc serves such a request with a fresh ``mmap`` and unmaps it on
-free, so every step page-faults and zeroes the whole buffer again: measured
-here, 248,000 minor faults and 0.43 s of kernel time per 0.85 s step.
+free, so every step page-faults and zeroes the whole buffer again.
 
 The fix is glibc's own tunables: one arena, no ``mmap`` for large blocks and no
 trimming make the freed block reusable, and ``hugetlb=1`` puts the heap on
-transparent huge pages (fewer TLB misses). Measured on a 10-agent round of
-ResNet-56 steps: 0.88 s/step and 13,000 faults per round with the default
-allocator, 0.68 s/step and 0 faults with :data:`TUNABLES`. The cost is that
-the process keeps its peak heap, as PyTorch's caching allocator does.
+transparent huge pages (fewer TLB misses). The cost is that the process keeps
+its peak heap, as PyTorch's caching allocator does. The faults and step times
+with and without :data:`TUNABLES`: (docs/cpu_speed_experiments.md, *Host
+memory: glibc malloc tunables*).
 
 glibc reads tunables only when a process starts, so :func:`reexec_with_tunables`
 re-executes the current command with ``GLIBC_TUNABLES`` set (the CLI and the
 benchmarks call it first thing). Setting the same values with ``mallopt`` in
-a running process was measured too: it fragments the heap under JAX's
-asynchronous dispatch, so it is not offered. Only on Linux with glibc;
-``COMDML_TUNE_MALLOC=0`` turns it off.
+a running process fragments the heap under JAX's asynchronous dispatch, so it
+is not offered. Only on Linux with glibc; ``COMDML_TUNE_MALLOC=0`` turns it off.
 """
 
 from __future__ import annotations

@@ -133,9 +133,9 @@ def refusals():
     """Turns a refused config, flag, folder or data path into :func:`fail`'s one line.
 
     Catches :class:`~comdml_jax.config_check.ConfigError` (``run_dir.WorkdirError``
-    is one) and ``data.datasets.DatasetNotFoundError``; anything else propagates.
+    is one) and ``data.sources.DatasetNotFoundError``; anything else propagates.
     """
-    from comdml_jax.data.datasets import DatasetNotFoundError
+    from comdml_jax.data.sources import DatasetNotFoundError
     from comdml_jax.errors import ConfigError
 
     try:

@@ -99,8 +99,8 @@ def registries() -> dict[str, dict[str, str]]:
       in :data:`CONFIG_FIELDS`).
     """
     import comdml_jax.system  # noqa: F401  (registers the exact scheduler)
-    from comdml_jax.data.datasets import DATASETS
     from comdml_jax.data.partition import PARTITIONS
+    from comdml_jax.data.sources import DATASETS
     from comdml_jax.methods import METHODS
     from comdml_jax.models.resnet import MODELS
     from comdml_jax.system.scheduler import SCHEDULERS
@@ -114,7 +114,7 @@ def registries() -> dict[str, dict[str, str]]:
         "models": table(MODELS, "comdml_jax.models.resnet", _model_line),
         "methods": table(METHODS, "comdml_jax.methods.base"),
         "schedulers": table(SCHEDULERS, "comdml_jax.system.scheduler"),
-        "datasets": table(DATASETS, "comdml_jax.data.datasets", lambda k, v: _dataset_line(v)),
+        "datasets": table(DATASETS, "comdml_jax.data.sources", lambda k, v: _dataset_line(v)),
         "partitions": table(PARTITIONS, "comdml_jax.data.partition"),
         "topologies": table(TOPOLOGIES, "comdml_jax.system.topology"),
         "allreduce": table(ALLREDUCE, "comdml_jax.system.timing"),

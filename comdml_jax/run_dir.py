@@ -134,7 +134,7 @@ def _usable_dir_problem(path: Path) -> str | None:
 
 
 def _has_cache_entry(cache: Path, config: ml_collections.ConfigDict) -> bool:
-    from comdml_jax.data.datasets import DATASETS
+    from comdml_jax.data.sources import DATASETS
 
     spec = DATASETS[config.data.name]
     suffix = "-trainvalid" if config.data.get("include_valid", False) else ""
@@ -151,7 +151,7 @@ def check_paths(config: ml_collections.ConfigDict, workdir: str | os.PathLike[st
     Raises:
       WorkdirError: naming ``--workdir`` or ``--config.data.cache_dir``.
     """
-    from comdml_jax.data.datasets import CACHE_DIR_ENV, resolve_cache_dir
+    from comdml_jax.data.cache import CACHE_DIR_ENV, resolve_cache_dir
 
     workdir = Path(workdir).expanduser()
     problem = _usable_dir_problem(workdir)

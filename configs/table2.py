@@ -34,26 +34,19 @@ CINIC-10 75% / 65%. 300 rounds, a checkpoint every 10; the paper does not
 give its round count, and a run that has not reached its target by then can
 be resumed with a larger ``--config.rounds`` in the same workdir.
 
-Runtime. Measured on this machine's CPU, one ResNet-56 training step at batch
-100 takes about 2.0 s on one core, so a CIFAR round (50,000 images = 500
-batches, plus the 10,000-image test pass) takes about 1,100 s on one core and
-300 rounds about 3.5-4 days per run; CINIC-10 (90,000 training images) takes
-about 1.8x as long. Two cores help somewhat, not 2x. Use a GPU (the engine
-picks its ``vmap`` backend there); GPU time was not measured.
+Runtime. On a CPU a run of 300 ResNet-56 rounds takes days; use a GPU (the
+engine picks its ``vmap`` backend there). The times measured on this
+machine's CPU: (docs/cpu_speed_experiments.md, *Table II runtime*).
 
 ``small`` (configs/small.py ``shrink``): the same 10 agents, profiles, split
 and profile dynamics, but the basic-block ResNet-8 instead of ResNet-56, a
 stratified 10,000-image training subset (1,000 per agent) and 2,000 test
 images, batch 50, lr 0.05, plateau patience 3, SMALL_ROUNDS = 20 rounds with
 the dynamics after round 7 instead of 100, and lower targets
-(SMALL_TARGETS) that the small model reaches in those rounds. Measured here
-on CIFAR-10 IID, seed 0: ComDML reached 40% at round 11 in 454 simulated
-seconds, AllReduce at round 11 in 1,364 s (67% less time; final accuracy
-44.8% and 47.6%). The CIFAR-100 and CINIC-10 targets are guesses: those data
-sets are not on this machine. Budget: each 20-round run took 6.9 CPU-minutes
-(16-21 minutes of wall time while the 2-core machine ran several other jobs),
-so about 4-5 minutes on a quiet 2-core CPU and about 20-25 minutes for the
-five methods per seed.
+(SMALL_TARGETS) that the small model reaches in those rounds. The
+CIFAR-100 and CINIC-10 targets are guesses: those data sets are not on this
+machine. The first CIFAR-10 result and the CPU budget of a run:
+(docs/cpu_speed_experiments.md, *Table II runtime*).
 """
 
 from ml_collections import ConfigDict

@@ -65,7 +65,7 @@ def main(argv):
         launch.init_distributed(_DISTRIBUTED)  # several processes: jax.distributed
     except ValueError as e:
         fail(str(e))
-    from comdml_jax.data.datasets import DatasetNotFoundError
+    from comdml_jax.data.sources import DatasetNotFoundError
     from comdml_jax.errors import ConfigError
     from comdml_jax.experiment import run
     from comdml_jax.rounds import NonFiniteRunError

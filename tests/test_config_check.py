@@ -20,7 +20,8 @@ from comdml_jax.config_check import (
     largest_agent_bound,
     validate_config,
 )
-from comdml_jax.data.datasets import DATASETS, load_dataset
+from comdml_jax.data.datasets import load_dataset
+from comdml_jax.data.sources import DATASETS
 from configs import smoke
 
 K = 5  # agents in the smoke config; 300 training samples, so 60 per agent (IID)

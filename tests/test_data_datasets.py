@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from comdml_jax.data import datasets
+from comdml_jax.data import sources
 from comdml_jax.data.datasets import (
-    CINIC10_CLASSES,
     Dataset,
-    DatasetNotFoundError,
     dataset_from_config,
     load_dataset,
     stratified_indices,
     subset,
 )
+from comdml_jax.data.sources import CINIC10_CLASSES, DatasetNotFoundError
 
 pytestmark = pytest.mark.filterwarnings("ignore:label\\(\\) is deprecated:DeprecationWarning")
 
@@ -202,9 +201,9 @@ def test_data_dir_falls_back_to_the_environment(cifar100_dir, tmp_path, monkeypa
 def test_changed_source_is_decoded_again(cifar100_dir, tmp_path, monkeypatch):
     load_dataset("cifar100", cifar100_dir, tmp_path)
     decodes = []
-    spec = datasets.DATASETS["cifar100"]
+    spec = sources.DATASETS["cifar100"]
     counting = lambda *a: decodes.append(1) or spec.decode(*a)
-    monkeypatch.setitem(datasets.DATASETS, "cifar100", dataclasses.replace(spec, decode=counting))
+    monkeypatch.setitem(sources.DATASETS, "cifar100", dataclasses.replace(spec, decode=counting))
     load_dataset("cifar100", cifar100_dir, tmp_path)
     assert decodes == []  # warm cache
     shard = next((cifar100_dir / "cifar100" / "3.0.2").glob("cifar100-train.array_record-*"))

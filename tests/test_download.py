@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from comdml_jax.data import download
-from comdml_jax.data.datasets import DatasetNotFoundError, load_dataset
+from comdml_jax.data.datasets import load_dataset
+from comdml_jax.data.sources import DatasetNotFoundError
 
 CIFAR10_NAMES = (
     "airplane",

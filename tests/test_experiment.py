@@ -21,7 +21,7 @@ import pytest
 from comdml_jax import experiment, rounds
 from comdml_jax.checkpoint import Checkpointer
 from comdml_jax.config_check import validate_config
-from comdml_jax.data.datasets import DatasetNotFoundError
+from comdml_jax.data.sources import DatasetNotFoundError
 from configs import smoke, table2
 
 REPO = Path(__file__).resolve().parents[1]

@@ -90,7 +90,7 @@ def test_the_import_graph_has_no_circle(graph):
 def test_the_graph_is_read_correctly(graph):
     # guards the walk itself: edges that exist, and a function-local one
     assert graph.has_edge("comdml_jax.config_check", "comdml_jax.errors")
-    assert graph.has_edge("comdml_jax.system.timing", "comdml_jax.system.routing")
+    assert graph.has_edge("comdml_jax.system.timing", "comdml_jax.system.route_stats")
     assert graph.has_edge("comdml_jax.run_inputs", "comdml_jax.train.profile")  # in a function
     assert "jax" in graph.nodes["comdml_jax.models.resnet"]["external"]
 

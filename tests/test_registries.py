@@ -7,8 +7,8 @@ from comdml_jax.registries import CONFIG_FIELDS, describe, registries
 
 def test_every_registry_is_listed_with_all_its_keys():
     import comdml_jax.system  # noqa: F401  (registers "exact")
-    from comdml_jax.data.datasets import DATASETS
     from comdml_jax.data.partition import PARTITIONS
+    from comdml_jax.data.sources import DATASETS
     from comdml_jax.methods import METHODS
     from comdml_jax.models.resnet import MODELS
     from comdml_jax.system.scheduler import SCHEDULERS

@@ -1,4 +1,7 @@
-"""Routing (system/routing.py) against a networkx all-pairs reference, and the O(K + E) topology."""
+"""Routing (system/routing.py, system/route_stats.py) against a networkx all-pairs reference.
+
+Also the O(K + E) topology.
+"""
 
 import itertools
 
@@ -6,13 +9,8 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from comdml_jax.system.routing import (
-    components,
-    pair_routes,
-    route_stats,
-    route_stats_reference,
-    routes_from,
-)
+from comdml_jax.system.route_stats import route_stats, route_stats_reference
+from comdml_jax.system.routing import components, pair_routes, routes_from
 from comdml_jax.system.timing import TimingParams, allreduce_s, halving_doubling_s, ring_s
 from comdml_jax.system.topology import link_capacities, make_topology
 from comdml_jax.system.world import main_component

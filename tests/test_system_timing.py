@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_system_fixtures import resnet56_profile
 
-from comdml_jax.system.routing import route_stats
+from comdml_jax.system.route_stats import route_stats
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import (
     RoundPlan,

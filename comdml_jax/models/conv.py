@@ -1,8 +1,9 @@
 """2-D convolution with a per-backend, per-shape choice of XLA lowering.
 
 Every model builds its convolutions through :class:`Conv`, so the choice of
-lowering lives in one place (issue 6). Implementations, all NHWC / HWIO and
-numerically equal to ``lax.conv_general_dilated``:
+lowering lives in one place (docs/cpu_speed_experiments.md, *Kept lowerings
+and XLA options*). Implementations, all NHWC / HWIO and numerically equal to
+``lax.conv_general_dilated``:
 
 * ``xla``: ``lax.conv_general_dilated``. cuDNN on GPU, the TPU convolution
   unit on TPU, Eigen's spatial convolution on CPU.
@@ -111,17 +112,15 @@ CPU_OPTIONS = {
 
 
 def compiler_options(platform: str | None = None) -> dict[str, str]:
-    """XLA options for the training programs on ``platform`` (measured, issue 6 and 12).
+    """XLA options for the training programs on ``platform``.
 
     Where XLA:CPU's library fusions send convolutions' weight gradients to
-    YNNPACK by default, which runs them 2x slower than XLA's own (Eigen)
+    YNNPACK by default, which runs them slower than XLA's own (Eigen)
     convolution, :data:`CPU_OPTIONS` keeps only dots and reductions on
     YNNPACK, where they are fastest. Whether this XLA does so is probed, not
-    read from its version (:func:`_cpu_options_supported`): jax 0.10 and 0.12
-    do; jax 0.9 keeps convolutions off YNNPACK already, so there is nothing to
-    take off (and with the options its loop and vmap backends were measured to
-    drift apart by 1e-4 in four SGD steps). Elsewhere, or where the probe
-    fails: no options.
+    read from its version (:func:`_cpu_options_supported`). Elsewhere, or
+    where the probe fails: no options. The measurements and the jax versions
+    probed: (docs/cpu_speed_experiments.md, *Kept lowerings and XLA options*).
     """
     platform = platform or jax.default_backend()
     if platform != "cpu" or not _cpu_options_supported():

@@ -6,9 +6,10 @@ saves only x and y (both of which the network keeps anyway: x is the
 convolution output, y the next layer's input) and makes one pass for the two
 per-channel reductions and one for dx. Left to autodiff, XLA:CPU splits the
 same gradient into several passes and recomputes the BN-ReLU chain inside
-every consumer (issue 6). On CPU (``bn_impl="materialize"``) y also goes
-through :func:`materialize`, which makes XLA:CPU compute it once for all its
-consumers instead of fusing (and recomputing) it into each. The statistics
+every consumer (docs/cpu_speed_experiments.md, *Kept lowerings and XLA
+options*). On CPU (``bn_impl="materialize"``) y also goes through
+:func:`materialize`, which makes XLA:CPU compute it once for all its consumers
+instead of fusing (and recomputing) it into each. The statistics
 follow ``flax.linen.BatchNorm``: biased batch variance, running averages with
 momentum.
 """

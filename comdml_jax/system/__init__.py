@@ -9,7 +9,6 @@ from comdml_jax.system.gap import GapReport, greedy_gap
 from comdml_jax.system.local_search import greedy_ls_plan
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.profiles import ProfileSpec, profile_spec_from_config, profiles_at
-from comdml_jax.system.routing import route_stats
 from comdml_jax.system.scheduler import (
     SCHEDULERS,
     get_scheduler,
@@ -71,7 +70,6 @@ __all__ = [
     "profile_spec_from_config",
     "profiles_at",
     "reference_step_s",
-    "route_stats",
     "sampled_at",
     "topology_from_config",
 ]

@@ -23,7 +23,7 @@ the participants (non-participants: all zero).
 
 AllReduce (:data:`ALLREDUCE`, ``system.allreduce``), K participants, b model
 bytes, β the bottleneck bandwidth (Mbps), α = ``system.latency_s``, H the
-route hop count (1 on a complete topology, see ``routing.route_stats``),
+route hop count (1 on a complete topology, see ``route_stats.route_stats``),
 and X(n) = n · 8 / (β · 1e6) seconds to move n bytes:
   - ``halving_doubling`` (Thakur, Rabenseifner & Gropp 2005): with
     p = 2^⌊log2 K⌋ and r = K − p,
@@ -47,7 +47,7 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from comdml_jax.system.plan import RoundPlan
-from comdml_jax.system.routing import route_stats
+from comdml_jax.system.route_stats import route_stats
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.topology import Links, as_links
 

@@ -25,7 +25,7 @@ of every edge, sorted within each row), which is what routing and pricing
 use; ``Topology.graph`` builds a ``networkx.Graph`` from them on first use.
 
 Routing (the model the AllReduce pricing uses, computed in
-:mod:`comdml_jax.system.routing`, whose functions this module re-exports).
+:mod:`comdml_jax.system.routing` and :mod:`comdml_jax.system.route_stats`).
 Messages between two participants travel along a shortest path (fewest hops)
 in the graph of usable links (c > 0); any connected agent can relay,
 including agents that were not sampled this round. Among the shortest paths
