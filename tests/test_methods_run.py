@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from comdml_jax import experiment, rounds
+from comdml_jax import experiment
 from comdml_jax.methods import METHODS
 from configs import smoke
 
@@ -117,18 +117,3 @@ def test_per_agent_accuracy_statistics_match_each_agent_evaluated_alone(runs, ci
     assert last["agent_test_accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-12)
     assert last["agent_test_accuracy_min"] == pytest.approx(min(accs), abs=1e-12)
     assert last["agent_test_accuracy_max"] == pytest.approx(max(accs), abs=1e-12)
-
-
-def test_the_engine_traces_each_program_once_across_rounds(cifar10_dir, tmp_path):
-    config = smoke_config(cifar10_dir, rounds=4, plots=False, checkpoint_every=0)
-    exp = experiment.build(config, tmp_path)
-    state = rounds.initial_state(exp)
-    cuts = set()
-    for _ in range(4):
-        state, rec = rounds.run_round(exp, state)
-        cuts |= {c for _, _, c in rec["pairs"]}
-    assert cuts, "the smoke world should offload"
-    assert exp.engine.traces and set(exp.engine.traces.values()) == {1}, exp.engine.traces
-    roles = {(kind, role, cut) for kind, role, cut in exp.engine.traces}
-    assert {("loop", "pair", c) for c in cuts} <= roles
-    assert exp.evaluator.traces["eval"] <= 2  # the full test batch and one remainder at most
