@@ -78,6 +78,11 @@ def without_wall_time(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
 
 
+def wall_free_records(workdir) -> list[dict]:
+    """``without_wall_time(read_records(workdir))``."""
+    return without_wall_time(read_records(workdir))
+
+
 def final_state(config, workdir):
     """The RunState of ``workdir``'s latest checkpoint (asserting there is one)."""
     from comdml_jax import experiment
