@@ -48,3 +48,98 @@ def plan_json(tmp_path):
         return [json.loads(line) for line in proc.stdout.splitlines()]
 
     return run
+
+
+# ------------------------------------------------------------------ shared helpers
+# Plain functions that several test files use: ``from conftest import smoke_config``.
+
+
+def smoke_config(data_dir: str, **overrides):
+    """configs/smoke.py on the data in ``data_dir``, with dotted-name overrides."""
+    from configs import smoke
+
+    c = smoke.get_config()
+    c.data.data_dir = data_dir
+    c.update_from_flattened_dict(overrides)
+    return c
+
+
+def read_records(workdir) -> list[dict]:
+    """The records of ``workdir/metrics.jsonl``, one per non-empty line."""
+    import json
+    from pathlib import Path
+
+    lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(ln) for ln in lines if ln.strip()]
+
+
+def without_wall_time(records: list[dict]) -> list[dict]:
+    """The records without ``wall_time_s`` (the one field that differs between equal runs)."""
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
+
+
+def wall_free_records(workdir) -> list[dict]:
+    """``without_wall_time(read_records(workdir))``."""
+    return without_wall_time(read_records(workdir))
+
+
+def final_state(config, workdir):
+    """The RunState of ``workdir``'s latest checkpoint (asserting there is one)."""
+    from comdml_jax import experiment
+
+    state = experiment.restore_state(experiment.build(config, workdir))
+    assert state is not None, f"no checkpoint in {workdir}"
+    return state
+
+
+def synthetic_dataset(n_train: int, n_test: int, seed: int = 0):
+    """A CIFAR-10-shaped Dataset of random uint8 images, labels cycling 0..9 (stratified)."""
+    import numpy as np
+
+    from comdml_jax.data.datasets import Dataset
+
+    rng = np.random.default_rng(seed)
+    return Dataset(
+        x_train=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
+        y_train=(np.arange(n_train) % 10).astype(np.int32),
+        x_test=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
+        y_test=(np.arange(n_test) % 10).astype(np.int32),
+        num_classes=10,
+        name="cifar10",
+        mean=np.array([0.49, 0.48, 0.45], np.float32),
+        std=np.array([0.25, 0.24, 0.26], np.float32),
+    )
+
+
+# The synthetic world: the smoke config's 5 heterogeneous agents and tiny model on
+# 5 x 20 random training images (2 batches of 10 each) and 40 test images.
+SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_BATCH = 100, 40, 10
+
+
+def synthetic_config(method: str = "comdml", **overrides):
+    """configs/smoke.py sized for :func:`synthetic_dataset`, with dotted-name overrides."""
+    c = smoke_config("/nonexistent-synthetic-data")
+    c.method = method
+    c.data.train_subset = SYNTHETIC_TRAIN
+    c.data.test_subset = SYNTHETIC_TEST
+    c.data.min_samples_per_agent = SYNTHETIC_BATCH
+    c.train.batch_size = SYNTHETIC_BATCH
+    c.eval_batch_size = SYNTHETIC_TEST
+    c.plots = False
+    c.update_from_flattened_dict(overrides)
+    return c
+
+
+@pytest.fixture
+def build_synthetic(tmp_path):
+    """``build_synthetic(method, workdir=None, **overrides) -> Experiment``: the smoke
+    config on synthetic data (no CIFAR-10), built in ``tmp_path/<method>`` by default."""
+    from comdml_jax import experiment
+
+    def build(method: str = "comdml", workdir=None, **overrides):
+        config = synthetic_config(method, **overrides)
+        workdir = tmp_path / method if workdir is None else workdir
+        dataset = synthetic_dataset(SYNTHETIC_TRAIN, SYNTHETIC_TEST, seed=int(config.seed))
+        return experiment.build(config, workdir, dataset=dataset)
+
+    return build

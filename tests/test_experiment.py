@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import chex
 import numpy as np
 import pytest
+from conftest import final_state, read_records, smoke_config, without_wall_time
 
 from comdml_jax import experiment, rounds
 from comdml_jax.checkpoint import Checkpointer
@@ -54,29 +55,6 @@ SUMMARY_KEYS = {
 }
 PLOTS = ("accuracy_vs_time.png", "timeline_last_round.png", "partition.png")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def smoke_config(data_dir: str, **overrides):
-    """The smoke config on the test data, with dotted-name overrides."""
-    c = smoke.get_config()
-    c.data.data_dir = data_dir
-    c.update_from_flattened_dict(overrides)
-    return c
-
-
-def read_records(workdir: Path) -> list[dict]:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(ln) for ln in lines if ln.strip()]
-
-
-def without_wall_time(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
-
-
-def final_state(config, workdir: Path) -> rounds.RunState:
-    state = experiment.restore_state(experiment.build(config, workdir))
-    assert state is not None, f"no checkpoint in {workdir}"
-    return state
 
 
 # ------------------------------------------------------------------ shared runs

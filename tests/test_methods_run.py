@@ -5,17 +5,14 @@ model, 2 rounds) is run for every method: uninterrupted, and stopped after
 round 1 then resumed in the same workdir.
 """
 
-import json
-from pathlib import Path
-
 import chex
 import jax
 import numpy as np
 import pytest
+from conftest import final_state, smoke_config, wall_free_records
 
-from comdml_jax import experiment, rounds
+from comdml_jax import experiment
 from comdml_jax.methods import METHODS
-from configs import smoke
 
 # Ten whole runs (every method, uninterrupted and resumed): `pytest -m slow`.
 pytestmark = pytest.mark.slow
@@ -23,22 +20,11 @@ pytestmark = pytest.mark.slow
 ALL = sorted(METHODS)
 
 
-def smoke_config(data_dir: str, **overrides):
-    c = smoke.get_config()
-    c.data.data_dir = data_dir
-    c.eval_agents_every = 1
-    c.eval_agents_subset = 100
-    c.update_from_flattened_dict(overrides)
-    return c
-
-
-def records(workdir: Path) -> list[dict]:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(ln).items() if k != "wall_time_s"} for ln in lines]
-
-
-def final_state(config, workdir):
-    return experiment.restore_state(experiment.build(config, workdir))
+def method_config(data_dir: str, **overrides):
+    """The smoke config with every agent's model evaluated every round (100 test images)."""
+    return smoke_config(
+        data_dir, **{"eval_agents_every": 1, "eval_agents_subset": 100, **overrides}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +33,10 @@ def runs(cifar10_dir, tmp_path_factory):
     out = {}
     for method in ALL:
         whole = tmp_path_factory.mktemp(f"{method}_whole")
-        experiment.run(smoke_config(cifar10_dir, method=method), whole)
+        experiment.run(method_config(cifar10_dir, method=method), whole)
         resumed = tmp_path_factory.mktemp(f"{method}_resumed")
-        experiment.run(smoke_config(cifar10_dir, method=method, rounds=1), resumed)
-        experiment.run(smoke_config(cifar10_dir, method=method), resumed)
+        experiment.run(method_config(cifar10_dir, method=method, rounds=1), resumed)
+        experiment.run(method_config(cifar10_dir, method=method), resumed)
         out[method] = (whole, resumed)
     return out
 
@@ -58,8 +44,8 @@ def runs(cifar10_dir, tmp_path_factory):
 @pytest.mark.parametrize("method", ALL)
 def test_resume_after_round_1_equals_the_uninterrupted_run(runs, cifar10_dir, method):
     whole, resumed = runs[method]
-    assert records(resumed) == records(whole)
-    config = smoke_config(cifar10_dir, method=method)
+    assert wall_free_records(resumed) == wall_free_records(whole)
+    config = method_config(cifar10_dir, method=method)
     got, want = final_state(config, resumed), final_state(config, whole)
     assert int(got.round) == int(want.round) == 2
     # Every piece of run state, per-agent models and BrainTorrent's versions included.
@@ -71,7 +57,7 @@ def test_resume_after_round_1_equals_the_uninterrupted_run(runs, cifar10_dir, me
 @pytest.mark.parametrize("method", ALL)
 def test_every_round_records_its_exchange(runs, method):
     whole, _ = runs[method]
-    for r in records(whole):
+    for r in wall_free_records(whole):
         assert r["method"] == method and r["num_participants"] == 5
         tau = np.add(r["compute_s"], r["comm_s"])
         assert r["round_time_s"] == pytest.approx(tau.max() + max(r["exchange_s"]), rel=1e-12)
@@ -93,11 +79,11 @@ def test_every_round_records_its_exchange(runs, method):
 
 def test_fedavg_trains_the_same_model_as_allreduce_at_another_time(runs, cifar10_dir):
     states = {
-        m: final_state(smoke_config(cifar10_dir, method=m), runs[m][0])
+        m: final_state(method_config(cifar10_dir, method=m), runs[m][0])
         for m in ("fedavg", "allreduce")
     }
     chex.assert_trees_all_equal(states["fedavg"].method, states["allreduce"].method)
-    fed, ar = (records(runs[m][0]) for m in ("fedavg", "allreduce"))
+    fed, ar = (wall_free_records(runs[m][0]) for m in ("fedavg", "allreduce"))
     assert [r["test_accuracy"] for r in fed] == [r["test_accuracy"] for r in ar]
     assert [r["round_time_s"] for r in fed] != [r["round_time_s"] for r in ar]
 
@@ -105,7 +91,7 @@ def test_fedavg_trains_the_same_model_as_allreduce_at_another_time(runs, cifar10
 @pytest.mark.parametrize("method", ["gossip", "braintorrent"])
 def test_per_agent_accuracy_statistics_match_each_agent_evaluated_alone(runs, cifar10_dir, method):
     whole, _ = runs[method]
-    config = smoke_config(cifar10_dir, method=method)
+    config = method_config(cifar10_dir, method=method)
     exp = experiment.build(config, whole)
     state = experiment.restore_state(exp)
     params, stats = exp.method.agent_models(state.method)
@@ -113,22 +99,7 @@ def test_per_agent_accuracy_statistics_match_each_agent_evaluated_alone(runs, ci
     for i in range(config.num_agents):
         row = lambda t, i=i: jax.tree.map(lambda x: x[i], t)
         accs.append(exp.evaluator(row(params), row(stats), limit=100)[1])
-    last = records(whole)[-1]
+    last = wall_free_records(whole)[-1]
     assert last["agent_test_accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-12)
     assert last["agent_test_accuracy_min"] == pytest.approx(min(accs), abs=1e-12)
     assert last["agent_test_accuracy_max"] == pytest.approx(max(accs), abs=1e-12)
-
-
-def test_the_engine_traces_each_program_once_across_rounds(cifar10_dir, tmp_path):
-    config = smoke_config(cifar10_dir, rounds=4, plots=False, checkpoint_every=0)
-    exp = experiment.build(config, tmp_path)
-    state = rounds.initial_state(exp)
-    cuts = set()
-    for _ in range(4):
-        state, rec = rounds.run_round(exp, state)
-        cuts |= {c for _, _, c in rec["pairs"]}
-    assert cuts, "the smoke world should offload"
-    assert exp.engine.traces and set(exp.engine.traces.values()) == {1}, exp.engine.traces
-    roles = {(kind, role, cut) for kind, role, cut in exp.engine.traces}
-    assert {("loop", "pair", c) for c in cuts} <= roles
-    assert exp.evaluator.traces["eval"] <= 2  # the full test batch and one remainder at most

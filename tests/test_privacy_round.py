@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import smoke_config
 
 from comdml_jax import experiment, rounds
 from comdml_jax.config_check import ConfigError, validate_config
@@ -150,13 +151,6 @@ def test_patch_shuffling_changes_the_fast_side_only_and_nopeek_the_slow_side(wor
             jax.tree.map(lambda x: x[other], t.params),
             jax.tree.map(lambda x: x[other], plain.params),
         )
-
-
-def smoke_config(data_dir, **overrides):
-    c = smoke.get_config()
-    c.data.data_dir = data_dir
-    c.update_from_flattened_dict(overrides)
-    return c
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import smoke_config, wall_free_records
 
 from comdml_jax import experiment, rounds
 from comdml_jax.train.engine import Engine
@@ -21,13 +22,6 @@ from configs import smoke
 
 REPO = Path(__file__).resolve().parents[1]
 K = 5
-
-
-def smoke_config(data_dir, **overrides):
-    c = smoke.get_config()
-    c.data.data_dir = data_dir
-    c.update_from_flattened_dict(overrides)
-    return c
 
 
 def write_trace(path: Path, rounds: list[tuple[int, list[float]]]) -> str:
@@ -38,11 +32,6 @@ def write_trace(path: Path, rounds: list[tuple[int, list[float]]]) -> str:
     return str(path)
 
 
-def records(workdir: Path) -> list[dict]:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(ln).items() if k != "wall_time_s"} for ln in lines]
-
-
 UP = [100.0, 50.0, 20.0, 50.0, 10.0]
 
 
@@ -51,7 +40,7 @@ def test_a_round_without_participants_is_skipped_and_changes_nothing(cifar10_dir
     trace = write_trace(tmp_path / "trace.json", [(0, UP), (1, [0.0] * K), (2, UP)])
     config = smoke_config(cifar10_dir, rounds=3, participation=0.4, **{"system.trace": trace})
     summary = experiment.run(config, tmp_path / "run")
-    recs = records(tmp_path / "run")
+    recs = wall_free_records(tmp_path / "run")
     assert [r["round"] for r in recs] == [0, 1, 2] and summary["rounds"] == 3
     skipped = recs[1]
     assert skipped["skipped"] is True and "disconnected" in skipped["reason"]
@@ -80,7 +69,7 @@ def test_participants_follow_a_trace_of_disconnections(cifar10_dir, tmp_path):
         cifar10_dir, rounds=4, plots=False, checkpoint_every=0, **{"system.trace": trace}
     )
     experiment.run(config, tmp_path / "run")
-    got = [r["participants"] for r in records(tmp_path / "run")]
+    got = [r["participants"] for r in wall_free_records(tmp_path / "run")]
     assert got == [[0, 1, 2, 3, 4], [0, 2, 4], [1, 2, 3, 4], [0, 1, 2, 3, 4]]
 
 
@@ -89,7 +78,7 @@ def test_a_single_participant_trains_alone_and_says_so(cifar10_dir, tmp_path):
     trace = write_trace(tmp_path / "t.json", [(0, UP), (1, only_2), (2, UP)])
     config = smoke_config(cifar10_dir, rounds=3, plots=False, **{"system.trace": trace})
     experiment.run(config, tmp_path / "run")
-    recs = records(tmp_path / "run")
+    recs = wall_free_records(tmp_path / "run")
     lone = recs[1]
     assert lone["participants"] == [2] and "trained alone" in lone["note"]
     assert lone["pairs"] == [] and lone["exchange_time_s"] == 0.0
@@ -178,7 +167,7 @@ def test_sigkill_in_a_round_or_in_a_checkpoint_write_then_rerun_is_exact(cifar10
     whole = tmp_path / "whole"
     proc = _cli(whole)
     assert proc.wait(timeout=900) == 0, proc.stderr.read()[-3000:]
-    want = records(whole)
+    want = wall_free_records(whole)
     assert len(want) == 3
 
     # Kill point 1: inside round 1, at a seeded moment after round 0's metrics line
@@ -205,7 +194,7 @@ def test_sigkill_in_a_round_or_in_a_checkpoint_write_then_rerun_is_exact(cifar10
     for workdir in (in_round, in_ckpt):
         proc = _cli(workdir)
         assert proc.wait(timeout=900) == 0, proc.stderr.read()[-3000:]
-        assert records(workdir) == want, workdir.name
+        assert wall_free_records(workdir) == want, workdir.name
 
 
 def test_a_round_whose_every_group_diverges_stops_a_skip_run(cifar10_dir, tmp_path, monkeypatch):
@@ -232,6 +221,6 @@ def test_a_round_whose_every_group_diverges_stops_a_skip_run(cifar10_dir, tmp_pa
     msg = str(err.value)
     assert "round 1:" in msg and "every group" in msg and "on_nonfinite=skip" in msg
     assert "last good checkpoint" in msg
-    assert len(records(workdir)) == 1  # round 0 was recorded, round 1 was not
+    assert len(wall_free_records(workdir)) == 1  # round 0 was recorded, round 1 was not
     state = experiment.restore_state(experiment.build(config, workdir))
     assert int(state.round) == 1

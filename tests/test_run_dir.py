@@ -17,29 +17,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import read_records, smoke_config, without_wall_time
 
 from comdml_jax import experiment, run_dir
 from comdml_jax.config_check import ConfigError
 from comdml_jax.run_dir import WorkdirError, config_diff, config_record
-from configs import smoke
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def smoke_config(data_dir: str, **overrides):
-    c = smoke.get_config()
-    c.data.data_dir = data_dir
-    c.update_from_flattened_dict(overrides)
-    return c
-
-
-def read_records(workdir: Path) -> list[dict]:
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(ln) for ln in lines if ln.strip()]
-
-
-def without_wall_time(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
 
 
 def snapshot(folder: Path) -> dict:
