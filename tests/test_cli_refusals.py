@@ -85,7 +85,7 @@ def test_a_splitting_method_that_never_pairs_is_refused_too():
         (
             ["--methods=comdml,foo"],
             "--methods=comdml,foo: method 'foo' is unknown; choose from "
-            "allreduce,braintorrent,comdml,fedavg,gossip",
+            "allreduce,braintorrent,comdml,dpsgd,fedavg,gossip",
         ),
         (
             ["--methods=comdml", "--seeds=a"],
