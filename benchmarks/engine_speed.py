@@ -43,22 +43,6 @@ from benchmarks.common import jitted_step, machine  # noqa: E402
 LINKS = (10.0, 20.0, 50.0, 100.0)
 
 
-def synthetic_dataset(n_train: int, n_test: int, seed: int = 0):
-    from comdml_jax.data.datasets import Dataset
-
-    rng = np.random.default_rng(seed)
-    return Dataset(
-        x_train=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
-        y_train=(np.arange(n_train) % 10).astype(np.int32),
-        x_test=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
-        y_test=(np.arange(n_test) % 10).astype(np.int32),
-        num_classes=10,
-        name="cifar10",
-        mean=np.array([0.49, 0.48, 0.45], np.float32),
-        std=np.array([0.25, 0.24, 0.26], np.float32),
-    )
-
-
 def make_experiment(args, method: str, k: int, per_agent: int, backend: str, workdir: str):
     from comdml_jax import experiment
     from configs import default
@@ -76,6 +60,8 @@ def make_experiment(args, method: str, k: int, per_agent: int, backend: str, wor
     cfg.eval_agents_every = args.eval_agents_every
     cfg.eval_agents_subset = args.eval_agents_subset
     cfg.rounds = 10_000
+    from comdml_jax.data.datasets import synthetic_dataset
+
     dataset = synthetic_dataset(k * per_agent, args.test)
     return experiment.build(cfg, workdir, dataset=dataset)
 

@@ -92,32 +92,13 @@ def final_state(config, workdir):
     return state
 
 
-def synthetic_dataset(n_train: int, n_test: int, seed: int = 0):
-    """A CIFAR-10-shaped Dataset of random uint8 images, labels cycling 0..9 (stratified)."""
-    import numpy as np
-
-    from comdml_jax.data.datasets import Dataset
-
-    rng = np.random.default_rng(seed)
-    return Dataset(
-        x_train=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
-        y_train=(np.arange(n_train) % 10).astype(np.int32),
-        x_test=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
-        y_test=(np.arange(n_test) % 10).astype(np.int32),
-        num_classes=10,
-        name="cifar10",
-        mean=np.array([0.49, 0.48, 0.45], np.float32),
-        std=np.array([0.25, 0.24, 0.26], np.float32),
-    )
-
-
 # The synthetic world: the smoke config's 5 heterogeneous agents and tiny model on
 # 5 x 20 random training images (2 batches of 10 each) and 40 test images.
 SYNTHETIC_TRAIN, SYNTHETIC_TEST, SYNTHETIC_BATCH = 100, 40, 10
 
 
 def synthetic_config(method: str = "comdml", **overrides):
-    """configs/smoke.py sized for :func:`synthetic_dataset`, with dotted-name overrides."""
+    """configs/smoke.py sized for ``datasets.synthetic_dataset``, with dotted-name overrides."""
     c = smoke_config("/nonexistent-synthetic-data")
     c.method = method
     c.data.train_subset = SYNTHETIC_TRAIN
@@ -135,6 +116,7 @@ def build_synthetic(tmp_path):
     """``build_synthetic(method, workdir=None, **overrides) -> Experiment``: the smoke
     config on synthetic data (no CIFAR-10), built in ``tmp_path/<method>`` by default."""
     from comdml_jax import experiment
+    from comdml_jax.data.datasets import synthetic_dataset
 
     def build(method: str = "comdml", workdir=None, **overrides):
         config = synthetic_config(method, **overrides)

@@ -1,7 +1,7 @@
 """Resume and re-trace guards for every method, on synthetic data (default suite).
 
 The smoke world (5 heterogeneous agents, the tiny model) on random images from
-``conftest.synthetic_dataset``, so no CIFAR-10 is needed. Participation 0.6
+``data.datasets.synthetic_dataset``, so no CIFAR-10 is needed. Participation 0.6
 samples 3 of the 5 agents a round, so participants (and pairs) change between
 rounds.
 """

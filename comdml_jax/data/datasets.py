@@ -185,6 +185,25 @@ def load_dataset(
     )
 
 
+def synthetic_dataset(n_train: int, n_test: int, seed: int = 0) -> Dataset:
+    """A CIFAR-10-shaped Dataset of random uint8 images, labels cycling 0..9 (stratified).
+
+    For benchmarks and tests that exercise the engine without the real data
+    (``experiment.build(..., dataset=)``).
+    """
+    rng = np.random.default_rng(seed)
+    return Dataset(
+        x_train=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
+        y_train=(np.arange(n_train) % 10).astype(np.int32),
+        x_test=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
+        y_test=(np.arange(n_test) % 10).astype(np.int32),
+        num_classes=10,
+        name="cifar10",
+        mean=np.array([0.49, 0.48, 0.45], np.float32),
+        std=np.array([0.25, 0.24, 0.26], np.float32),
+    )
+
+
 def stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """A sorted random subset of ``n`` positions with the label proportions kept.
 

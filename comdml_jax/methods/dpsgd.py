@@ -26,8 +26,6 @@ keeps its own model.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import numpy as np
 
 from comdml_jax.methods.base import every_candidate, register
@@ -36,20 +34,9 @@ from comdml_jax.methods.per_agent import (
     current_models,
     mix_rows,
     place,
-    stack_copies,
 )
 from comdml_jax.system.plan import RoundPlan
-from comdml_jax.system.timing import alone_s, phase_timing, xfer_s
-
-PyTree = Any
-
-
-class DPSGDState(NamedTuple):
-    """Every agent's own model, stacked [K, ...]; aux heads shared and unused."""
-
-    params: PyTree
-    batch_stats: PyTree
-    aux: dict
+from comdml_jax.system.timing import alone_s, phase_timing, serialised_sends_s
 
 
 def neighbour_edges(participants, links) -> np.ndarray:
@@ -88,10 +75,6 @@ class DPSGD(PerAgentMethod):
     )
     take_part = staticmethod(every_candidate)
 
-    def init(self, model, num_agents: int) -> DPSGDState:
-        params, stats = stack_copies((model.params, model.batch_stats), num_agents)
-        return DPSGDState(params, stats, model.aux)
-
     def plan(self, ctx, mstate):
         del mstate
         part = ctx.env.participants
@@ -102,12 +85,9 @@ class DPSGD(PerAgentMethod):
     def price(self, ctx, plan):
         env, timing = ctx.env, ctx.system.timing
         tau = alone_s(env.cpu, ctx.num_batches, ctx.profile, timing)
-        exchange = np.zeros(plan.num_agents)
-        secs = np.zeros(0)
-        if len(plan.edges):
-            src, dst = plan.edges.T
-            secs = xfer_s(ctx.profile.model_bytes, env.links.capacity(src, dst), timing.latency_s)
-            np.add.at(exchange, dst, secs)
+        exchange, secs = serialised_sends_s(
+            plan.edges, env.links, ctx.profile.model_bytes, timing.latency_s
+        )
         detail = {"transfer_s": [float(t) for t in secs]}
         return phase_timing(plan.participants, tau, np.zeros_like(tau), exchange, detail=detail)
 
@@ -119,4 +99,4 @@ class DPSGD(PerAgentMethod):
         w = metropolis_weights(plan.edges, plan.num_agents)
         params, stats = mix_rows(models, receivers, w[receivers], ctx.mesh, ctx.aggregation)
         params, stats = place((params, stats), ctx.mesh)
-        return DPSGDState(params, stats, mstate.aux), {"receivers": receivers}
+        return mstate._replace(params=params, batch_stats=stats), {"receivers": receivers}

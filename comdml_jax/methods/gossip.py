@@ -25,8 +25,6 @@ its own.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
-
 import numpy as np
 
 from comdml_jax.methods.base import every_candidate, register
@@ -35,21 +33,10 @@ from comdml_jax.methods.per_agent import (
     current_models,
     mix_rows,
     place,
-    stack_copies,
 )
 from comdml_jax.streams import Purpose
 from comdml_jax.system.plan import RoundPlan
-from comdml_jax.system.timing import alone_s, phase_timing, xfer_s
-
-PyTree = Any
-
-
-class GossipState(NamedTuple):
-    """Every agent's own model, stacked [K, ...]; aux heads shared and unused."""
-
-    params: PyTree
-    batch_stats: PyTree
-    aux: dict
+from comdml_jax.system.timing import alone_s, phase_timing, serialised_sends_s
 
 
 def gossip_targets(seed: int, round_: int, participants, links) -> np.ndarray:
@@ -82,10 +69,6 @@ class Gossip(PerAgentMethod):
     )
     take_part = staticmethod(every_candidate)
 
-    def init(self, model, num_agents: int) -> GossipState:
-        params, stats = stack_copies((model.params, model.batch_stats), num_agents)
-        return GossipState(params, stats, model.aux)
-
     def plan(self, ctx, mstate):
         del mstate
         part = ctx.env.participants
@@ -98,13 +81,9 @@ class Gossip(PerAgentMethod):
     def price(self, ctx, plan):
         env, timing = ctx.env, ctx.system.timing
         tau = alone_s(env.cpu, ctx.num_batches, ctx.profile, timing)
-        exchange = np.zeros(plan.num_agents)
-        pairs = plan.transfers
-        secs = []
-        if pairs:
-            src, dst = np.asarray(pairs).T
-            secs = xfer_s(ctx.profile.model_bytes, env.links.capacity(src, dst), timing.latency_s)
-            np.add.at(exchange, dst, secs)
+        exchange, secs = serialised_sends_s(
+            plan.edges, env.links, ctx.profile.model_bytes, timing.latency_s
+        )
         detail = {"transfer_s": [float(t) for t in secs]}
         return phase_timing(plan.participants, tau, np.zeros_like(tau), exchange, detail=detail)
 
@@ -120,4 +99,4 @@ class Gossip(PerAgentMethod):
             w[r, members] = 1.0 / len(members)
         params, stats = mix_rows(models, receivers, w, ctx.mesh, ctx.aggregation)
         params, stats = place((params, stats), ctx.mesh)
-        return GossipState(params, stats, mstate.aux), {"receivers": receivers}
+        return mstate._replace(params=params, batch_stats=stats), {"receivers": receivers}

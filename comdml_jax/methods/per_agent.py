@@ -14,7 +14,7 @@ evaluated every ``eval_agents_every`` rounds by the experiment.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,17 +106,31 @@ def mix_rows(models: tuple, receivers, weights: np.ndarray, mesh, algorithm="psu
     return jax.device_put(aggregate.mix(models, w, mesh, algorithm=algorithm), home)
 
 
+class OwnModels(NamedTuple):
+    """Every agent's own model, stacked [K, ...]; aux heads shared and unused (Gossip, D-PSGD)."""
+
+    params: PyTree
+    batch_stats: PyTree
+    aux: dict
+
+
 class PerAgentMethod(StatelessPlan):
     """Base of methods whose agents keep their own models.
 
-    Subclasses define ``name``, their state type (a NamedTuple whose first
-    fields are ``params``, ``batch_stats``, ``aux``), :meth:`init_extra`,
-    :meth:`plan`, :meth:`price` and :meth:`merge`; one whose plan reads its
-    state also overrides the host-state hooks (:class:`~comdml_jax.methods.base.StatelessPlan`).
+    Subclasses define ``name``, :meth:`plan`, :meth:`price` and :meth:`merge`.
+    One with more state than :class:`OwnModels` overrides :meth:`init` (its
+    state a NamedTuple whose first fields are ``params``, ``batch_stats``,
+    ``aux``); one whose plan reads its state also overrides the host-state
+    hooks (:class:`~comdml_jax.methods.base.StatelessPlan`).
     """
 
     name = ""
     per_agent = True
+
+    def init(self, model: ModelVars, num_agents: int) -> OwnModels:
+        """K copies of the initial model (a method with more state overrides this)."""
+        params, stats = stack_copies((model.params, model.batch_stats), num_agents)
+        return OwnModels(params, stats, model.aux)
 
     def start(self, mstate, plan: RoundPlan) -> StartModels:
         del plan

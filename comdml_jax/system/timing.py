@@ -265,6 +265,31 @@ def pair_time_s(tau_hat_i, tau_hat_j, n_i, c_ij, step_j, terms: CutTerms, relay_
 # --- AllReduce ---
 
 
+def serialised_sends_s(edges, links, model_bytes: float, latency_s: float):
+    """Each receiver's exchange phase when models go over direct links, one per edge.
+
+    A receiver's incoming transfers are serialised on its link:
+    exchange_j = Σ_{(i, j) ∈ edges} xfer(b, c_ij) (Gossip, D-PSGD).
+
+    Args:
+      edges: [E, 2] (sender, receiver), in the order the seconds are returned.
+      links: the round's c_ij.
+      model_bytes: b.
+      latency_s: α.
+
+    Returns:
+      ([K] exchange seconds per agent, [E] seconds of each transfer).
+    """
+    edges = np.asarray(edges, np.int64).reshape(-1, 2)
+    exchange = np.zeros(links.num_agents)
+    if not len(edges):
+        return exchange, np.zeros(0)
+    src, dst = edges.T
+    secs = xfer_s(model_bytes, links.capacity(src, dst), latency_s)
+    np.add.at(exchange, dst, secs)
+    return exchange, secs
+
+
 def halving_doubling_s(k: int, model_bytes: float, beta_mbps: float, latency_s: float) -> float:
     """Recursive halving/doubling AllReduce with the non-power-of-two fold (module docstring)."""
     if k <= 1:
