@@ -14,6 +14,7 @@ import pytest
 
 from comdml_jax import experiment, price_only, rounds
 from comdml_jax.config_check import validate_config
+from comdml_jax.methods import METHODS
 from comdml_jax.methods.braintorrent import pulled_by
 from configs import smoke
 
@@ -58,13 +59,18 @@ def check(method, data_dir, tmp_path):
     assert report["methods"][method]["per_seed"][str(SEED)] == want
 
 
-@pytest.mark.parametrize("method", ["comdml", "braintorrent"])
+# The default suite trains the two methods with the most plan logic (pairs; versioned pulls);
+# every other registered method, D-PSGD and any new one included, runs in the slow suite.
+FAST = ("comdml", "braintorrent")
+
+
+@pytest.mark.parametrize("method", FAST)
 def test_price_only_equals_a_training_run(method, cifar10_dir, tmp_path):
     check(method, cifar10_dir, tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["allreduce", "fedavg", "gossip"])
+@pytest.mark.parametrize("method", sorted(set(METHODS) - set(FAST)))
 def test_price_only_equals_a_training_run_slow(method, cifar10_dir, tmp_path):
     check(method, cifar10_dir, tmp_path)
 
