@@ -125,6 +125,27 @@ def test_none_scheduler_never_pairs():
     assert plan.pairs == []
 
 
+def test_pairing_inputs_normalise_links_and_derive_what_the_schedulers_share():
+    prof = toy_profile([1, 0.5], [0, 0.5], [0, 0])
+    cpu, nb, part = [0.5, 4.0, 1.0], [10, 10, 5], [True, True, False]
+    x = PairingInputs(cpu, np.full(3, 100.0), nb, part, prof, UNIT)
+    assert x.links.complete and x.num_agents == 3
+    assert x.cpu.dtype == x.num_batches.dtype == np.float64 and x.participants.dtype == bool
+    assert np.array_equal(x.tau_hat, alone_s(cpu, nb, prof, UNIT))  # to the bit
+    assert np.array_equal(x.terms.slow, [1, 0.5])
+    for a in (x.cpu, x.num_batches, x.participants, x.step, x.tau_hat):
+        assert not a.flags.writeable
+    mine = np.array(cpu)
+    PairingInputs(mine, np.full(3, 100.0), nb, part, prof, UNIT)
+    assert mine.flags.writeable  # a copy: the caller's arrays are left alone
+    links = as_links(np.full(3, 100.0))
+    assert PairingInputs(cpu, links, nb, part, prof, UNIT).links is links
+    dense = PairingInputs(cpu, np.full((3, 3), 100.0), nb, part, prof, UNIT)
+    assert not dense.links.complete
+    with pytest.raises(ValueError, match="num_batches must have shape"):
+        PairingInputs(cpu, np.full(3, 100.0), [10, 10], part, prof, UNIT)
+
+
 # --- random instances ---
 
 

@@ -21,6 +21,12 @@ Each round, with τ̂_i = Ñ_i · t_ref / s_i every participant's time alone:
 is a literal Python-loop transcription used as the oracle in tests and the
 benchmark. They return identical plans (same float expressions, same ties).
 
+Every scheduler (:data:`Scheduler`, registered in :data:`SCHEDULERS`) is
+``plan = scheduler(inputs)``, with the round's
+:class:`~comdml_jax.system.pairing_inputs.PairingInputs` (CPUs, links, Ñ,
+participants, split profile, timing parameters, and the step and τ̂ derived
+from them once).
+
 Speed. For each i the vectorised version evaluates all candidates x cuts in
 one numpy expression. On a complete topology it also collapses candidates that
 are indistinguishable: agents with equal (Ñ_j, step_j, bw_j) have equal
