@@ -38,6 +38,7 @@ from benchmarks.common import machine  # noqa: E402
 from benchmarks.scheduler_scale import PROFILE, instance  # noqa: E402
 from comdml_jax.system.exact import exact_plan, pair_table  # noqa: E402
 from comdml_jax.system.local_search import _search, greedy_ls_plan  # noqa: E402
+from comdml_jax.system.pairing_inputs import PairingInputs  # noqa: E402
 from comdml_jax.system.scheduler import greedy_plan  # noqa: E402
 from comdml_jax.system.split_profile import SplitProfile  # noqa: E402
 from comdml_jax.system.timing import TimingParams, price_round  # noqa: E402
@@ -103,12 +104,13 @@ def gap_part(n: int):
     skipped, t0 = 0, time.perf_counter()
     for seed in range(n):
         w = random_world(seed)
-        if pair_table(*w).slow.size == 0:
+        x = PairingInputs(*w)
+        if pair_table(x).slow.size == 0:
             skipped += 1
             continue
-        opt = makespan(exact_plan(*w), w)
+        opt = makespan(exact_plan(x), w)
         for name, fn in (("greedy", greedy_plan), ("greedy_ls", greedy_ls_plan)):
-            gaps[name].append((makespan(fn(*w), w) - opt) / opt)
+            gaps[name].append((makespan(fn(x), w) - opt) / opt)
     used = n - skipped
     print(
         f"\ngap to exact: {n} worlds (K = 4..12), {skipped} skipped (no allowed pair), "
@@ -124,12 +126,13 @@ def gap_part(n: int):
 
 
 def best_times(fns, args, repeats):
-    """Best wall and best CPU seconds of each fn, the calls interleaved (load hits both alike)."""
+    """Best wall and best CPU seconds of each ``fn(PairingInputs(*args))``, the calls
+    interleaved (load hits both alike); building the inputs is included, as in a run."""
     wall, cpu, out = [float("inf")] * len(fns), [float("inf")] * len(fns), [None] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
             t, c = time.perf_counter(), time.process_time()
-            out[i] = fn(*args)
+            out[i] = fn(PairingInputs(*args))
             wall[i] = min(wall[i], time.perf_counter() - t)
             cpu[i] = min(cpu[i], time.process_time() - c)
     return wall, cpu, out
@@ -147,7 +150,7 @@ def time_part():
         args = instance(k, kind)
         reps = 7 if k <= 1000 else 5
         wall, cpu, (pg, pl) = best_times((greedy_plan, greedy_ls_plan), args, reps)
-        moves = _search(*args).moves
+        moves = _search(PairingInputs(*args)).moves
         mg, ml = makespan(pg, args), makespan(pl, args)
         print(
             f"{kind:<16} {k:>6} {wall[0]:>9.4f} {wall[1]:>11.4f} {wall[1] / wall[0]:>5.2f}x "

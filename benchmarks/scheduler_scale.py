@@ -60,6 +60,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import machine  # noqa: E402
 from comdml_jax.streams import Purpose  # noqa: E402
 from comdml_jax.system import profiles_at, scheduler, timing  # noqa: E402
+from comdml_jax.system.pairing_inputs import PairingInputs  # noqa: E402
 from comdml_jax.system.plan import RoundPlan  # noqa: E402
 from comdml_jax.system.profiles import rng_for  # noqa: E402
 from comdml_jax.system.route_stats import route_stats, route_stats_reference  # noqa: E402
@@ -106,6 +107,7 @@ def config_for(k: int, seed: int = 0):
 
 
 def instance(k: int, kind: str, seed: int = 0):
+    """(cpu, links, num_batches, participants, profile, params): a PairingInputs' fields."""
     cpu, bw = profiles_at(config_for(k, seed), 0)
     rng = np.random.default_rng(seed)
     nb = np.full(k, 10) if kind == "full, equal N" else rng.integers(1, 101, k)
@@ -115,10 +117,11 @@ def instance(k: int, kind: str, seed: int = 0):
 
 
 def best_time(fn, args, repeats: int) -> tuple[float, object]:
+    """Best wall seconds of ``fn(PairingInputs(*args))`` (building the inputs included)."""
     best, out = float("inf"), None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = fn(*args)
+        out = fn(PairingInputs(*args))
         best = min(best, time.perf_counter() - t0)
     return best, out
 
@@ -253,13 +256,15 @@ def new_round(kind, k, p, config, nb):
     part = main_component(links, bw > 0)
     out["state"] = time.perf_counter() - t
     t = time.perf_counter()
-    plan = greedy_plan(cpu, links, nb, part, PROFILE, TimingParams())
+    plan = greedy_plan(PairingInputs(cpu, links, nb, part, PROFILE, TimingParams()))
     out["plan"] = time.perf_counter() - t
     t = time.perf_counter()
     tm = price_round(plan, cpu, links, nb, PROFILE, TimingParams())
     out["price"] = time.perf_counter() - t
     t = time.perf_counter()
-    plan2 = greedy_plan(cpu, link_capacities(topo, bw), nb, part, PROFILE, TimingParams())
+    plan2 = greedy_plan(
+        PairingInputs(cpu, link_capacities(topo, bw), nb, part, PROFILE, TimingParams())
+    )
     price_round(plan2, cpu, link_capacities(topo, bw), nb, PROFILE, TimingParams())
     out["next"] = time.perf_counter() - t
     return out, (topo, cpu, bw, links, part, plan, tm)
@@ -313,7 +318,7 @@ def peak_mb(kind, k, p, config, nb) -> float:
         bw = np.where(bw > 0, bw, 10.0)
     links = _link_capacities(topo, np.array(bw))
     part = main_component(links, bw > 0)
-    plan = greedy_plan(cpu, links, nb, part, PROFILE, TimingParams())
+    plan = greedy_plan(PairingInputs(cpu, links, nb, part, PROFILE, TimingParams()))
     price_round(plan, cpu, links, nb, PROFILE, TimingParams())
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()

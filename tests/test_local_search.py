@@ -10,6 +10,7 @@ from comdml_jax.system import build_system, get_scheduler
 from comdml_jax.system import local_search as ls
 from comdml_jax.system.exact import exact_plan
 from comdml_jax.system.local_search import greedy_ls_plan
+from comdml_jax.system.pairing_inputs import PairingInputs
 from comdml_jax.system.scheduler import greedy_plan
 from comdml_jax.system.timing import TimingParams, alone_s, price_round
 from comdml_jax.system.topology import as_links, link_capacities, make_topology
@@ -45,23 +46,23 @@ def test_a_swap_fixes_the_greedy_by_hand(monkeypatch):
     cpu = np.array([0.1, 10.0, 1.0, 1.0])  # A, B, C, D
     nb = np.array([1, 1, 9, 1])  # tau_hat = [10, 0.1, 9, 1]
     bw = np.full(4, 100.0)
-    args = (cpu, bw, nb, np.ones(4, bool), ZERO_BYTES, UNIT)
+    x = PairingInputs(cpu, bw, nb, np.ones(4, bool), ZERO_BYTES, UNIT)
     # Greedy (test_system_scheduler): A -> B at cut 2 (1), C -> D at cut 1:
     # max(4.5, 1 + 9 * 0.5 * 1) = 5.5; makespan 5.5, the critical agent is D (5.5).
-    assert greedy_plan(*args).pairs == [(0, 1, 2), (2, 3, 1)]
+    assert greedy_plan(x).pairs == [(0, 1, 2), (2, 3, 1)]
     # Local search on D, the fast partner of C: re-pair C? no free agent is faster than C
     # (A is slower), and C alone is 9 > 5.5. Swap the partners of (C, D) and (A, B):
     #   A -> D: cut 1 max(5, 1 + 0.5) = 5, cut 2 max(1, 1 + 0.9) = 1.9 -> 1.9;
     #   C -> B: cut 1 max(4.5, 0.1 + 9 * 0.5 * 0.1) = 4.5, cut 2 max(0.9, 0.1 + 9 * 0.9 * 0.1)
     #   = 0.91 -> 0.91. New max 1.9 < 5.5: accepted. Then the critical agent is D (1.9) and
     # nothing improves it (swapping back gives 5.5). 1.9 is the optimum (exact_plan).
-    plan = greedy_ls_plan(*args)
+    plan = greedy_ls_plan(x)
     assert sorted(plan.pairs) == [(0, 3, 2), (2, 1, 2)]
     assert kinds == ["_swap"]
     t = price_round(plan, cpu, bw, nb, ZERO_BYTES, UNIT)
     assert t.makespan_s == pytest.approx(1.9)
     assert np.allclose(t.tau_s, [1.0, 0.91, 0.9, 1.9])
-    assert t.makespan_s == makespan(exact_plan(*args), cpu, bw, nb, ZERO_BYTES, UNIT)
+    assert t.makespan_s == makespan(exact_plan(x), cpu, bw, nb, ZERO_BYTES, UNIT)
 
 
 def test_steal_and_rehome_by_hand(monkeypatch):
@@ -69,7 +70,7 @@ def test_steal_and_rehome_by_hand(monkeypatch):
     cpu = np.array([1.0, 10.0, 1.0, 5.0, 5.0])  # step = [1, 0.1, 1, 0.2, 0.2]
     nb = np.array([2, 9, 1, 9, 5])  # tau_hat = [2, 0.9, 1, 1.8, 1]
     bw = np.full(5, 100.0)
-    args = (cpu, bw, nb, np.ones(5, bool), ZERO_BYTES, UNIT)
+    x = PairingInputs(cpu, bw, nb, np.ones(5, bool), ZERO_BYTES, UNIT)
     # Greedy, slowest first. Agent 0 (2.0): with 1, cut 1 max(1, 0.9 + 2 * 0.5 * 0.1) = 1.0,
     # cut 2 max(0.2, 0.9 + 2 * 0.9 * 0.1) = 1.08; with 4, cut 1 max(1, 1 + 2 * 0.5 * 0.2) = 1.2
     # (cut 2: 1 + 2 * 0.9 * 0.2 = 1.36); with 2,
@@ -77,20 +78,20 @@ def test_steal_and_rehome_by_hand(monkeypatch):
     # max(0.9, 1 + 9 * 0.5 * 0.2) = 1.9, cut 2 max(0.18, 1 + 9 * 0.9 * 0.2) = 2.62; with 2,
     # max(0.9, 1 + 4.5) = 5.5: 1.9 is not below 1.8, 3 trains alone. Agent 2 (1.0): 4 is not
     # strictly faster, 1 is taken. Makespan 1.8 (agent 3 alone).
-    assert greedy_plan(*args).pairs == [(0, 1, 1)]
+    assert greedy_plan(x).pairs == [(0, 1, 1)]
     # Local search on 3 (unpaired): re-pair with a free agent: 4 (1.9) or 2 (5.5), neither
     # below 1.8; no pair to swap with. Steal 1 from 0: 3 -> 1, cut 1
     # max(0.9, 0.9 + 9 * 0.5 * 0.1) = 1.35 (cut 2: 0.9 + 0.81 = 1.71), but 0 alone is 2.0.
     # Steal and rehome: 0 -> 4 at cut 1 (1.2, above): new max max(1.35, 1.2) = 1.35 < 1.8.
     # Then the critical agent is 1 (1.35): 3 -> 4 is 1.9, 3 -> 2 is 5.5, 3 alone is 1.8,
     # swapping with (0, 4) gives 3 -> 4 again: no improving move. The optimum is 1.35.
-    plan = greedy_ls_plan(*args)
+    plan = greedy_ls_plan(x)
     assert sorted(plan.pairs) == [(0, 4, 1), (3, 1, 1)]
     assert kinds == ["_rehome"]
     t = price_round(plan, cpu, bw, nb, ZERO_BYTES, UNIT)
     assert t.makespan_s == pytest.approx(1.35)
     assert np.allclose(t.tau_s, [1.0, 1.35, 1.0, 0.9, 1.2])
-    assert t.makespan_s == makespan(exact_plan(*args), cpu, bw, nb, ZERO_BYTES, UNIT)
+    assert t.makespan_s == makespan(exact_plan(x), cpu, bw, nb, ZERO_BYTES, UNIT)
 
 
 def test_registered_and_accepted_by_the_config():
@@ -150,19 +151,20 @@ def check_feasible(plan, cpu, links, nb, part, prof, params):
 def test_between_exact_and_greedy_on_random_worlds(seed):
     w = random_world(seed)
     cpu, links, nb, part, prof, params = w
-    plan = greedy_ls_plan(*w)
+    x = PairingInputs(*w)
+    plan = greedy_ls_plan(x)
     check_feasible(plan, *w)
-    exact = makespan(exact_plan(*w), cpu, links, nb, prof, params)
+    exact = makespan(exact_plan(x), cpu, links, nb, prof, params)
     got = makespan(plan, cpu, links, nb, prof, params)
-    greedy = makespan(greedy_plan(*w), cpu, links, nb, prof, params)
+    greedy = makespan(greedy_plan(x), cpu, links, nb, prof, params)
     assert exact <= got <= greedy
-    again = greedy_ls_plan(*w)  # deterministic
+    again = greedy_ls_plan(x)  # deterministic
     assert np.array_equal(again.partner, plan.partner) and np.array_equal(again.cut, plan.cut)
     # the search starts from the greedy's pairs at the greedy's cuts
-    g = greedy_plan(*w)
-    assert np.array_equal(ls._Search(*w, g).cut, g.cut)
+    g = greedy_plan(x)
+    assert np.array_equal(ls._Search(x, g).cut, g.cut)
     # the τ the search tracked is the τ the plan is priced at, to the bit
-    s = ls._search(*w)
+    s = ls._search(x)
     tau = price_round(s.plan(), cpu, links, nb, prof, params).tau_s
     assert np.array_equal(tau[part], s.tau[part])
 
@@ -172,12 +174,13 @@ def test_reaches_the_optimum_on_most_random_worlds():
     for seed in range(40):
         w = random_world(seed)
         cpu, links, nb, part, prof, params = w
-        exact = makespan(exact_plan(*w), cpu, links, nb, prof, params)
-        greedy = makespan(greedy_plan(*w), cpu, links, nb, prof, params)
+        x = PairingInputs(*w)
+        exact = makespan(exact_plan(x), cpu, links, nb, prof, params)
+        greedy = makespan(greedy_plan(x), cpu, links, nb, prof, params)
         if greedy == exact:
             continue
         total += 1
-        hits += makespan(greedy_ls_plan(*w), cpu, links, nb, prof, params) == exact
+        hits += makespan(greedy_ls_plan(x), cpu, links, nb, prof, params) == exact
     assert total >= 3  # the worlds do exercise the search
     assert hits >= total - 1
 
@@ -194,18 +197,21 @@ def test_at_scale(kind, batches):
     links = as_links(bw) if kind == "full" else link_capacities(make_topology(kind, k, p=0.05), bw)
     part = main_component(links, bw > 0)
     w = (cpu, links, nb, part, resnet56_profile(), TimingParams())
-    s = ls._search(*w)
+    s = ls._search(PairingInputs(*w))
     plan = s.plan()
     check_feasible(plan, *w)
     t = price_round(plan, cpu, links, nb, resnet56_profile(), TimingParams())
     assert np.array_equal(t.tau_s[part], s.tau[part])
-    greedy = makespan(greedy_plan(*w), cpu, links, nb, resnet56_profile(), TimingParams())
+    greedy = makespan(
+        greedy_plan(PairingInputs(*w)), cpu, links, nb, resnet56_profile(), TimingParams()
+    )
     assert s.moves > 0 and t.makespan_s < greedy
 
 
 def test_nothing_to_do():
     cpu, bw, nb = np.array([1.0, 2.0]), np.array([100.0, 100.0]), np.array([10, 10])
     none = np.zeros(2, bool)
-    assert greedy_ls_plan(cpu, bw, nb, none, ZERO_BYTES, UNIT).pairs == []
+    assert greedy_ls_plan(PairingInputs(cpu, bw, nb, none, ZERO_BYTES, UNIT)).pairs == []
     one_cut = toy_profile([1.0], [0.0], [0])
-    assert greedy_ls_plan(cpu, bw, nb, np.ones(2, bool), one_cut, UNIT).pairs == []
+    x = PairingInputs(cpu, bw, nb, np.ones(2, bool), one_cut, UNIT)
+    assert greedy_ls_plan(x).pairs == []

@@ -10,6 +10,7 @@ from comdml_jax.system import build_system
 from comdml_jax.system.exact import exact_plan
 from comdml_jax.system.local_search import greedy_ls_plan
 from comdml_jax.system.pair_routes import pairing_links
+from comdml_jax.system.pairing_inputs import PairingInputs
 from comdml_jax.system.scheduler import greedy_plan, greedy_plan_reference
 from comdml_jax.system.timing import TimingParams, price_round
 from comdml_jax.system.topology import link_capacities, make_topology
@@ -31,7 +32,7 @@ def line_world():
 
 def test_routes_pair_the_slowest_agent_two_hops_away_by_hand():
     cpu, links, nb, part = line_world()
-    direct = greedy_plan(cpu, links, nb, part, PROFILE, PARAMS)
+    direct = greedy_plan(PairingInputs(cpu, links, nb, part, PROFILE, PARAMS))
     # direct: 0's only neighbour is 1: max(10·0.2, 5 + 10·(0.01 + 0.8·0.5)) = 9.1 < 10;
     # 2 and 3 are equally fast, so nobody else pairs.
     assert direct.pairs == [(0, 1, 1)]
@@ -41,23 +42,24 @@ def test_routes_pair_the_slowest_agent_two_hops_away_by_hand():
     routed = pairing_links(links, part, "routes", ALPHA)
     assert routed.capacity([0, 0, 0], [1, 2, 3]).tolist() == [100.0, 100.0, 100.0]
     assert routed.relay([0, 0, 0], [1, 2, 3]) == pytest.approx([0.0, ALPHA, 2 * ALPHA])
-    plan = greedy_plan(cpu, routed, nb, part, PROFILE, PARAMS)
+    x = PairingInputs(cpu, routed, nb, part, PROFILE, PARAMS)
+    plan = greedy_plan(x)
     # routes, agent 0: with 1: 9.1; with 2 (two hops, relay α per batch):
     # 1.25 + 10·(0.01 + 0.1 + 0.8·0.125) = 3.35; with 3 (three hops): 4.35  ->  2.
     # agent 1 next: 3 is free and two hops away: max(5·0.2, 1.25 + 10·0.21) = 3.35 < 5.
     assert plan.pairs == [(0, 2, 1), (1, 3, 1)]
-    assert greedy_plan_reference(cpu, routed, nb, part, PROFILE, PARAMS).pairs == plan.pairs
+    assert greedy_plan_reference(x).pairs == plan.pairs
     t = price_round(plan, cpu, links, nb, PROFILE, PARAMS, pair_links=routed)
     assert t.tau_s == pytest.approx([2.0, 1.0, 3.35, 3.35])
     assert t.comm_s[[2, 3]] == pytest.approx([10 * (0.01 + ALPHA)] * 2)
     assert t.makespan_s == pytest.approx(3.35)
     # the AllReduce is priced on the real line (3 hops), not on the routes
     assert t.exchange_time_s == t_direct.exchange_time_s > 0
-    ls = greedy_ls_plan(cpu, routed, nb, part, PROFILE, PARAMS)
+    ls = greedy_ls_plan(x)
     t_ls = price_round(ls, cpu, links, nb, PROFILE, PARAMS, pair_links=routed)
     assert t_ls.makespan_s == t.makespan_s
     # the exact optimum over the routed links is this plan's makespan
-    best = exact_plan(cpu, routed, nb, part, PROFILE, PARAMS)
+    best = exact_plan(x)
     opt = price_round(best, cpu, links, nb, PROFILE, PARAMS, pair_links=routed)
     assert opt.makespan_s == t.makespan_s
 
@@ -87,19 +89,21 @@ def test_routed_scheduler_paths_agree_on_random_sparse_worlds():
         links = link_capacities(make_topology("random", k, p=0.2, seed=seed), bw)
         part = main_component(links, (bw > 0) & (rng.random(k) < 0.8))
         routed = pairing_links(links, part, "routes", 1e-3)
-        args = (cpu, routed, nb, part, resnet56_profile(), TimingParams())
-        plan = greedy_plan(*args)
-        assert plan.pairs == greedy_plan_reference(*args).pairs
+        x = PairingInputs(cpu, routed, nb, part, resnet56_profile(), TimingParams())
+        plan = greedy_plan(x)
+        assert plan.pairs == greedy_plan_reference(x).pairs
         t = price_round(plan, cpu, links, nb, resnet56_profile(), TimingParams(), routed)
-        direct = greedy_plan(cpu, links, nb, part, resnet56_profile(), TimingParams())
+        direct = greedy_plan(
+            PairingInputs(cpu, links, nb, part, resnet56_profile(), TimingParams())
+        )
         # every pair is between participants that a route joins
         for i, j, _ in plan.pairs:
             assert part[i] and part[j] and routed.capacity([i], [j])[0] > 0
-        ls = greedy_ls_plan(*args)
+        ls = greedy_ls_plan(x)
         tl = price_round(ls, cpu, links, nb, resnet56_profile(), TimingParams(), routed)
         assert tl.makespan_s <= t.makespan_s
         if len(direct.pairs) and k <= 12:
-            e = exact_plan(*args)
+            e = exact_plan(x)
             te = price_round(e, cpu, links, nb, resnet56_profile(), TimingParams(), routed)
             assert te.makespan_s <= tl.makespan_s
 
@@ -123,7 +127,7 @@ def test_the_system_plans_and_prices_over_routes_at_fig3s_setting():
         assert (
             direct.pairs
             == greedy_plan(
-                state.cpu, state.links, nb, state.participants, prof, system.timing
+                PairingInputs(state.cpu, state.links, nb, state.participants, prof, system.timing)
             ).pairs
         )
         more += len(plan.pairs) > len(direct.pairs)

@@ -10,6 +10,7 @@ from comdml_jax.methods.comdml import pairing_plan
 from comdml_jax.system import build_system, scheduler
 from comdml_jax.system.exact import brute_force_plan, exact_plan
 from comdml_jax.system.gap import greedy_gap
+from comdml_jax.system.pairing_inputs import PairingInputs
 from comdml_jax.system.scheduler import greedy_plan, greedy_plan_reference, no_offload_plan
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import TimingParams, alone_s, price_round
@@ -41,7 +42,7 @@ def test_greedy_by_hand():
     # tau_hat = N / cpu = [20, 2.5, 10]; one cut: T_s = T_f = 0.5, nu = 0.
     prof = toy_profile([1, 0.5], [0, 0.5], [0, 0])
     cpu, bw, nb = np.array([0.5, 4.0, 1.0]), np.full(3, 100.0), np.full(3, 10)
-    plan = greedy_plan(cpu, bw, nb, np.ones(3, bool), prof, UNIT)
+    plan = greedy_plan(PairingInputs(cpu, bw, nb, np.ones(3, bool), prof, UNIT))
     # agent 0 first: with 1: max(10, 2.5 + 10 * 0.5 / 4) = 10; with 2: max(10, 10 + 5) = 15
     # -> pairs with 1 (10 < 20). Agent 2 next: 1 is taken, nobody else is faster.
     assert plan.pairs == [(0, 1, 1)]
@@ -52,7 +53,8 @@ def test_greedy_by_hand():
 def test_greedy_ties_go_to_the_lowest_index():
     prof = toy_profile([1, 0.5], [0, 0.5], [0, 0])
     cpu = np.array([4.0, 0.5, 4.0, 0.5])
-    plan = greedy_plan(cpu, np.full(4, 100.0), np.full(4, 10), np.ones(4, bool), prof, UNIT)
+    x = PairingInputs(cpu, np.full(4, 100.0), np.full(4, 10), np.ones(4, bool), prof, UNIT)
+    plan = greedy_plan(x)
     # agents 1 and 3 tie as slowest (1 first); 0 and 2 tie as partners (0 first)
     assert plan.pairs == [(1, 0, 1), (3, 2, 1)]
 
@@ -62,16 +64,16 @@ def test_greedy_is_suboptimal_where_exact_is_not_by_hand():
     prof = toy_profile([1, 0.5, 0.1], [0, 0.5, 0.9], [0, 0, 0])
     cpu = np.array([0.1, 10.0, 1.0, 1.0])  # A, B, C, D
     nb = np.array([1, 1, 9, 1])  # tau_hat = [10, 0.1, 9, 1]
-    args = (cpu, np.full(4, 100.0), nb, np.ones(4, bool), prof, UNIT)
+    x = PairingInputs(cpu, np.full(4, 100.0), nb, np.ones(4, bool), prof, UNIT)
     # Greedy: A -> B at cut 2: max(1, 0.1 + 0.9 * 1/10) = 1 (A -> D is at best 1.9);
     # then C -> D at cut 1: max(4.5, 1 + 0.5 * 9) = 5.5 < 9. Makespan 5.5.
     # Exact: A -> D at cut 2: max(1, 1 + 0.9) = 1.9; C -> B at cut 2: max(0.9, 0.1 + 0.81) = 0.91.
-    assert greedy_plan(*args).pairs == [(0, 1, 2), (2, 3, 1)]
-    gap = greedy_gap(*args)
+    assert greedy_plan(x).pairs == [(0, 1, 2), (2, 3, 1)]
+    gap = greedy_gap(x)
     assert gap.greedy_s == pytest.approx(5.5)
     assert gap.exact_s == pytest.approx(1.9)
     assert gap.gap == pytest.approx((5.5 - 1.9) / 1.9)
-    assert sorted(exact_plan(*args).pairs) == [(0, 3, 2), (2, 1, 2)]
+    assert sorted(exact_plan(x).pairs) == [(0, 3, 2), (2, 1, 2)]
 
 
 @pytest.mark.parametrize("setting_picks_more, setting_picks_fewer", [("1", "2")])
@@ -111,14 +113,37 @@ def test_table1_with_the_compiled_profile():
 def test_none_scheduler_never_pairs():
     prof = resnet56_profile()
     plan = no_offload_plan(
-        np.array([0.2, 4.0]),
-        np.array([100.0, 100.0]),
-        np.array([10, 10]),
-        np.ones(2, bool),
-        prof,
-        UNIT,
+        PairingInputs(
+            np.array([0.2, 4.0]),
+            np.array([100.0, 100.0]),
+            np.array([10, 10]),
+            np.ones(2, bool),
+            prof,
+            UNIT,
+        )
     )
     assert plan.pairs == []
+
+
+def test_pairing_inputs_normalise_links_and_derive_what_the_schedulers_share():
+    prof = toy_profile([1, 0.5], [0, 0.5], [0, 0])
+    cpu, nb, part = [0.5, 4.0, 1.0], [10, 10, 5], [True, True, False]
+    x = PairingInputs(cpu, np.full(3, 100.0), nb, part, prof, UNIT)
+    assert x.links.complete and x.num_agents == 3
+    assert x.cpu.dtype == x.num_batches.dtype == np.float64 and x.participants.dtype == bool
+    assert np.array_equal(x.tau_hat, alone_s(cpu, nb, prof, UNIT))  # to the bit
+    assert np.array_equal(x.terms.slow, [1, 0.5])
+    for a in (x.cpu, x.num_batches, x.participants, x.step, x.tau_hat):
+        assert not a.flags.writeable
+    mine = np.array(cpu)
+    PairingInputs(mine, np.full(3, 100.0), nb, part, prof, UNIT)
+    assert mine.flags.writeable  # a copy: the caller's arrays are left alone
+    links = as_links(np.full(3, 100.0))
+    assert PairingInputs(cpu, links, nb, part, prof, UNIT).links is links
+    dense = PairingInputs(cpu, np.full((3, 3), 100.0), nb, part, prof, UNIT)
+    assert not dense.links.complete
+    with pytest.raises(ValueError, match="num_batches must have shape"):
+        PairingInputs(cpu, np.full(3, 100.0), [10, 10], part, prof, UNIT)
 
 
 # --- random instances ---
@@ -166,16 +191,17 @@ def instances(draw, max_k=12, complete=None):
 @settings(max_examples=200, deadline=None)
 @given(instances(max_k=25), st.sampled_from([1, 2, 8]))
 def test_vectorised_greedy_equals_the_loop(inst, table_min_class):
+    x = PairingInputs(*inst)
     saved, scheduler._TABLE_MIN_CLASS = scheduler._TABLE_MIN_CLASS, table_min_class
     try:  # both complete-topology paths (hypothesis does not mix with monkeypatch)
-        vec = greedy_plan(*inst)
+        vec = greedy_plan(x)
     finally:
         scheduler._TABLE_MIN_CLASS = saved
-    ref = greedy_plan_reference(*inst)
+    ref = greedy_plan_reference(x)
     assert np.array_equal(vec.partner, ref.partner) and np.array_equal(vec.cut, ref.cut)
     # and through a dense c matrix (the non-complete code path)
     cpu, links, nb, part, prof, params = inst
-    dense = greedy_plan(cpu, links.dense(), nb, part, prof, params)
+    dense = greedy_plan(PairingInputs(cpu, links.dense(), nb, part, prof, params))
     assert np.array_equal(dense.partner, ref.partner) and np.array_equal(dense.cut, ref.cut)
 
 
@@ -189,8 +215,8 @@ def test_vectorised_greedy_equals_the_loop_at_scale(monkeypatch, table_min_class
     bw = rng.choice([0.0, 10.0, 20.0, 50.0, 100.0], k)
     nb = rng.choice([5, 10, 20], k)
     for links in (as_links(bw), link_capacities(make_topology("random", k, p=0.1, seed=1), bw)):
-        args = (cpu, links, nb, bw > 0, resnet56_profile(), TimingParams())
-        vec, ref = greedy_plan(*args), greedy_plan_reference(*args)
+        x = PairingInputs(cpu, links, nb, bw > 0, resnet56_profile(), TimingParams())
+        vec, ref = greedy_plan(x), greedy_plan_reference(x)
         assert len(vec.pairs) > k // 10
         assert vec.pairs == ref.pairs
 
@@ -199,7 +225,7 @@ def test_vectorised_greedy_equals_the_loop_at_scale(monkeypatch, table_min_class
 @given(instances(max_k=14))
 def test_greedy_plan_properties(inst):
     cpu, links, nb, part, prof, params = inst
-    plan = greedy_plan(*inst)
+    plan = greedy_plan(PairingInputs(*inst))
     tau_hat = alone_s(cpu, nb, prof, params)
     agents = [a for i, j, _ in plan.pairs for a in (i, j)]
     assert len(agents) == len(set(agents))  # at most one pair each
@@ -218,8 +244,9 @@ def test_greedy_plan_properties(inst):
 @given(instances(max_k=7))
 def test_exact_equals_brute_force_and_bounds_greedy(inst):
     cpu, links, nb, part, prof, params = inst
-    exact = price_round(exact_plan(*inst), cpu, links, nb, prof, params).makespan_s
-    brute = price_round(brute_force_plan(*inst), cpu, links, nb, prof, params).makespan_s
-    greedy = price_round(greedy_plan(*inst), cpu, links, nb, prof, params).makespan_s
+    x = PairingInputs(*inst)
+    exact = price_round(exact_plan(x), cpu, links, nb, prof, params).makespan_s
+    brute = price_round(brute_force_plan(x), cpu, links, nb, prof, params).makespan_s
+    greedy = price_round(greedy_plan(x), cpu, links, nb, prof, params).makespan_s
     assert exact == brute  # exact in float: CP-SAT optimises ranks of the float values
     assert greedy >= exact

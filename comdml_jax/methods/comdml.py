@@ -17,6 +17,7 @@ averaged per cut over the agents that used that cut (SPEC §4).
 from __future__ import annotations
 
 from comdml_jax.methods.base import GlobalModelMethod, largest_component, register
+from comdml_jax.system.pairing_inputs import PairingInputs
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.scheduler import get_scheduler
 from comdml_jax.system.split_profile import SplitProfile
@@ -49,7 +50,7 @@ def pairing_plan(
     """
     fn = get_scheduler(scheduler or system.scheduler)
     links = system.links_for_pairing(env)
-    return fn(env.cpu, links, num_batches, env.participants, profile, system.timing)
+    return fn(PairingInputs(env.cpu, links, num_batches, env.participants, profile, system.timing))
 
 
 @register("comdml")

@@ -7,6 +7,7 @@ points the engine uses.
 from comdml_jax.system.exact import brute_force_plan, exact_plan
 from comdml_jax.system.gap import GapReport, greedy_gap
 from comdml_jax.system.local_search import greedy_ls_plan
+from comdml_jax.system.pairing_inputs import PairingInputs
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.profiles import ProfileSpec, profile_spec_from_config, profiles_at
 from comdml_jax.system.scheduler import (
@@ -43,6 +44,7 @@ __all__ = [
     "SCHEDULERS",
     "TOPOLOGIES",
     "Links",
+    "PairingInputs",
     "ProfileSpec",
     "RoundPlan",
     "RoundEnv",

@@ -32,16 +32,10 @@ import dataclasses
 
 import numpy as np
 
+from comdml_jax.system.pairing_inputs import PairingInputs
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.scheduler import SCHEDULERS
-from comdml_jax.system.split_profile import SplitProfile
-from comdml_jax.system.timing import (
-    CutTerms,
-    TimingParams,
-    pair_time_s,
-    step_s,
-)
-from comdml_jax.system.topology import as_links
+from comdml_jax.system.timing import pair_time_s
 
 FloatArray = np.ndarray  # float64[K]
 BoolArray = np.ndarray  # bool[K]
@@ -66,38 +60,22 @@ class PairTable:
     tau_hat: FloatArray
 
 
-def pair_table(
-    cpu: FloatArray,
-    links,
-    num_batches,
-    participants: BoolArray,
-    profile: SplitProfile,
-    params: TimingParams,
-) -> PairTable:
+def pair_table(inputs: PairingInputs) -> PairTable:
     """All pairs problem (5) allows, each at its best cut (module docstring).
 
     Args:
-      cpu: [K] CPUs.
-      links: :class:`Links`, a [K] bandwidth vector or a [K, K] c matrix.
-      num_batches: [K] Ñ_i.
-      participants: [K] bool.
-      profile: the split profile.
-      params: timing parameters.
+      inputs: the round's scheduler inputs.
 
     Returns:
       The table.
     """
-    links = as_links(links)
-    part = np.asarray(participants, bool)
-    n = np.asarray(num_batches, np.float64)
-    step = step_s(cpu, profile, params)
-    tau_hat = n * step
-    terms = CutTerms.of(profile)
+    links, part, n = inputs.links, inputs.participants, inputs.num_batches
+    step, tau_hat, terms = inputs.step, inputs.tau_hat, inputs.terms
     c = links.dense()
     relay = links.relay_dense()
     ok = part[:, None] & part[None, :] & (c > 0) & (tau_hat[None, :] < tau_hat[:, None])
     si, fj = np.nonzero(ok)
-    if si.size == 0 or profile.num_cuts < 2:
+    if si.size == 0 or inputs.profile.num_cuts < 2:
         e = np.zeros(0, np.int64)
         return PairTable(e, e, e, np.zeros(0), tau_hat)
     r = relay if np.isscalar(relay) else relay[si, fj]
@@ -116,21 +94,11 @@ def _plan_from_pairs(participants: BoolArray, table: PairTable, chosen) -> Round
     return RoundPlan(participants, partner, cut)
 
 
-def exact_plan(
-    cpu: FloatArray,
-    links,
-    num_batches,
-    participants: BoolArray,
-    profile: SplitProfile,
-    params: TimingParams,
-    *,
-    time_limit_s: float = 60.0,
-) -> RoundPlan:
+def exact_plan(inputs: PairingInputs, *, time_limit_s: float = 60.0) -> RoundPlan:
     """An optimal plan for problem (5), by CP-SAT (module docstring).
 
     Args:
-      cpu, links, num_batches, participants, profile, params: as for
-        ``scheduler.greedy_plan``.
+      inputs: the round's scheduler inputs, as for ``scheduler.greedy_plan``.
       time_limit_s: CP-SAT's time limit.
 
     Returns:
@@ -141,8 +109,8 @@ def exact_plan(
     """
     from ortools.sat.python import cp_model
 
-    part = np.asarray(participants, bool)
-    table = pair_table(cpu, links, num_batches, part, profile, params)
+    part = inputs.participants
+    table = pair_table(inputs)
     idx = np.flatnonzero(part)
     if idx.size == 0 or table.slow.size == 0:
         return RoundPlan.alone(part)
@@ -178,23 +146,16 @@ def exact_plan(
     return _plan_from_pairs(part, table, chosen)
 
 
-def brute_force_plan(
-    cpu: FloatArray,
-    links,
-    num_batches,
-    participants: BoolArray,
-    profile: SplitProfile,
-    params: TimingParams,
-) -> RoundPlan:
+def brute_force_plan(inputs: PairingInputs) -> RoundPlan:
     """An optimal plan by enumerating every matching (at most 10 participants).
 
-    Same arguments and result as :func:`exact_plan`.
+    Same argument and result as :func:`exact_plan`.
     """
-    part = np.asarray(participants, bool)
+    part = inputs.participants
     idx = [int(a) for a in np.flatnonzero(part)]
     if len(idx) > 10:
         raise ValueError(f"brute force is for at most 10 participants, got {len(idx)}")
-    table = pair_table(cpu, links, num_batches, part, profile, params)
+    table = pair_table(inputs)
     tau = table.tau_hat
     pair_of = {
         (int(i), int(j)): p for p, (i, j) in enumerate(zip(table.slow, table.fast, strict=True))

@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from comdml_jax.system.exact import exact_plan
+from comdml_jax.system.pairing_inputs import PairingInputs
 from comdml_jax.system.scheduler import greedy_plan
-from comdml_jax.system.split_profile import SplitProfile
-from comdml_jax.system.timing import TimingParams, price_round
-
-FloatArray = np.ndarray  # float64[K]
-BoolArray = np.ndarray  # bool[K]
+from comdml_jax.system.timing import price_round
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,24 +29,17 @@ class GapReport:
     gap: float
 
 
-def greedy_gap(
-    cpu: FloatArray,
-    links,
-    num_batches,
-    participants: BoolArray,
-    profile: SplitProfile,
-    params: TimingParams,
-) -> GapReport:
+def greedy_gap(inputs: PairingInputs) -> GapReport:
     """Prices the greedy and the exact plan and reports the greedy's gap.
 
     Args:
-      cpu, links, num_batches, participants, profile, params: as for
-        ``scheduler.greedy_plan``.
+      inputs: the round's scheduler inputs, as for ``scheduler.greedy_plan``.
 
     Returns:
       The gap report (makespans exclude the AllReduce, which both plans share).
     """
-    args = (cpu, links, num_batches, participants, profile, params)
-    g = price_round(greedy_plan(*args), cpu, links, num_batches, profile, params).makespan_s
-    e = price_round(exact_plan(*args), cpu, links, num_batches, profile, params).makespan_s
+    x = inputs
+    rest = (x.cpu, x.links, x.num_batches, x.profile, x.params)
+    g = price_round(greedy_plan(x), *rest).makespan_s
+    e = price_round(exact_plan(x), *rest).makespan_s
     return GapReport(g, e, (g - e) / e if e > 0 else 0.0)

@@ -65,20 +65,10 @@ from collections import deque
 
 import numpy as np
 
+from comdml_jax.system.pairing_inputs import PairingInputs
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.scheduler import SCHEDULERS, greedy_plan
-from comdml_jax.system.split_profile import SplitProfile
-from comdml_jax.system.timing import (
-    CutTerms,
-    TimingParams,
-    fast_side_s,
-    slow_side_s,
-    step_s,
-)
-from comdml_jax.system.topology import as_links
-
-FloatArray = np.ndarray  # float64[K]
-BoolArray = np.ndarray  # bool[K]
+from comdml_jax.system.timing import fast_side_s, slow_side_s
 
 MAX_MOVES = 1024  # moves applied at most
 REHOME = 8  # free candidates of a re-homed agent (complete topology); thefts per chain node
@@ -103,14 +93,14 @@ class _Move:
 class _Search:
     """The local search's state: the pairing, the cuts and every agent's τ."""
 
-    def __init__(self, cpu, links, num_batches, participants, profile, params, start: RoundPlan):
-        self.links = links
-        self.k = links.num_agents
-        self.part = np.asarray(participants, bool)
-        self.n = np.asarray(num_batches, np.float64)
-        self.step = step_s(cpu, profile, params)
-        self.tau_hat = self.n * self.step
-        terms = CutTerms.of(profile)
+    def __init__(self, inputs: PairingInputs, start: RoundPlan):
+        self.links = inputs.links
+        self.k = inputs.num_agents
+        self.part = inputs.participants
+        self.n = inputs.num_batches
+        self.step = inputs.step
+        self.tau_hat = inputs.tau_hat
+        terms = inputs.terms
         self.t_slow, self.t_fast, self.mb = terms.slow[1:], terms.fast[1:], terms.megabits[1:]
         self.cut_ids = np.arange(self.t_slow.size)
         self.min_slow = float(self.t_slow.min()) if self.t_slow.size else 1.0  # bounds only
@@ -458,33 +448,23 @@ def _best(values, *keys):
     return int(rows[np.lexsort(tuple(k[rows] for k in reversed(keys)))[0]])
 
 
-def _search(cpu, links, num_batches, participants, profile, params) -> _Search:
-    links = as_links(links)
-    start = greedy_plan(cpu, links, num_batches, participants, profile, params)
-    s = _Search(cpu, links, num_batches, participants, profile, params, start)
-    if profile.num_cuts >= 2:
+def _search(inputs: PairingInputs) -> _Search:
+    s = _Search(inputs, greedy_plan(inputs))
+    if inputs.profile.num_cuts >= 2:
         s.run()
     return s
 
 
-def greedy_ls_plan(
-    cpu: FloatArray,
-    links,
-    num_batches,
-    participants: BoolArray,
-    profile: SplitProfile,
-    params: TimingParams,
-) -> RoundPlan:
+def greedy_ls_plan(inputs: PairingInputs) -> RoundPlan:
     """Algorithm 1, then a local search on the critical agent (local_search.py docstring).
 
     Args:
-      cpu, links, num_batches, participants, profile, params: as for
-        ``scheduler.greedy_plan``.
+      inputs: the round's scheduler inputs, as for ``scheduler.greedy_plan``.
 
     Returns:
       A plan whose makespan is at most the greedy's.
     """
-    return _search(cpu, links, num_batches, participants, profile, params).plan()
+    return _search(inputs).plan()
 
 
 SCHEDULERS["greedy_ls"] = greedy_ls_plan

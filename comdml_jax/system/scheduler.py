@@ -21,6 +21,12 @@ Each round, with τ̂_i = Ñ_i · t_ref / s_i every participant's time alone:
 is a literal Python-loop transcription used as the oracle in tests and the
 benchmark. They return identical plans (same float expressions, same ties).
 
+Every scheduler (:data:`Scheduler`, registered in :data:`SCHEDULERS`) is
+``plan = scheduler(inputs)``, with the round's
+:class:`~comdml_jax.system.pairing_inputs.PairingInputs` (CPUs, links, Ñ,
+participants, split profile, timing parameters, and the step and τ̂ derived
+from them once).
+
 Speed. For each i the vectorised version evaluates all candidates x cuts in
 one numpy expression. On a complete topology it also collapses candidates that
 are indistinguishable: agents with equal (Ñ_j, step_j, bw_j) have equal
@@ -39,25 +45,15 @@ from collections.abc import Callable
 
 import numpy as np
 
+from comdml_jax.system.pairing_inputs import PairingInputs
 from comdml_jax.system.plan import RoundPlan
-from comdml_jax.system.split_profile import SplitProfile
-from comdml_jax.system.timing import (
-    CutTerms,
-    TimingParams,
-    fast_side_s,
-    pair_time_s,
-    slow_side_s,
-    step_s,
-)
-from comdml_jax.system.topology import Links, as_links
+from comdml_jax.system.timing import fast_side_s, pair_time_s, slow_side_s
 
 FloatArray = np.ndarray  # float64[K]
 IntArray = np.ndarray  # int64[K]
 BoolArray = np.ndarray  # bool[K]
-Scheduler = Callable[
-    [FloatArray, "Links | np.ndarray", np.ndarray, BoolArray, SplitProfile, TimingParams],
-    RoundPlan,
-]
+# ``plan = scheduler(inputs)``: one round's inputs to its plan (``system.scheduler``).
+Scheduler = Callable[[PairingInputs], RoundPlan]
 
 
 def _slowest_first(tau_hat: FloatArray, participants: BoolArray) -> IntArray:
@@ -80,39 +76,23 @@ def _best_partner(tau_i, n_i, cand, c, tau_hat_c, step_c, terms, relay=0.0):
     return float(best), int(cand[row]), m
 
 
-def greedy_plan(
-    cpu: FloatArray,
-    links,
-    num_batches,
-    participants: BoolArray,
-    profile: SplitProfile,
-    params: TimingParams,
-) -> RoundPlan:
+def greedy_plan(inputs: PairingInputs) -> RoundPlan:
     """Algorithm 1, vectorised over candidates and cuts.
 
     Args:
-      cpu: [K] CPUs per agent this round.
-      links: :class:`Links`, a [K] bandwidth vector (complete) or a [K, K] c matrix.
-      num_batches: [K] Ñ_i.
-      participants: [K] bool, the agents that train this round.
-      profile: the split profile.
-      params: timing parameters.
+      inputs: the round's CPUs, links, Ñ_i, participants, split profile and
+        timing parameters.
 
     Returns:
       The round's plan.
     """
-    links = as_links(links)
-    k = links.num_agents
-    part = np.asarray(participants, bool)
-    n = np.asarray(num_batches, np.float64)
-    step = step_s(cpu, profile, params)
-    tau_hat = n * step
-    terms = CutTerms.of(profile)
+    links, k, part = inputs.links, inputs.num_agents, inputs.participants
+    n, step, tau_hat, terms = inputs.num_batches, inputs.step, inputs.tau_hat, inputs.terms
     partner = np.full(k, -1, np.int64)
     cut = np.zeros(k, np.int64)
     avail = part.copy()
     order = _slowest_first(tau_hat, part)
-    if profile.num_cuts < 2 or order.size < 2:
+    if inputs.profile.num_cuts < 2 or order.size < 2:
         return RoundPlan(part, partner, cut)
 
     pairing = _pair_complete if links.complete else _pair_rows
@@ -267,27 +247,20 @@ def _pair_rows(order, avail, partner, cut, links, n, step, tau_hat, terms):
             avail[i] = avail[j] = False
 
 
-def greedy_plan_reference(
-    cpu: FloatArray,
-    links,
-    num_batches,
-    participants: BoolArray,
-    profile: SplitProfile,
-    params: TimingParams,
-) -> RoundPlan:
+def greedy_plan_reference(inputs: PairingInputs) -> RoundPlan:
     """Algorithm 1 as plain Python loops: the test oracle for :func:`greedy_plan`.
 
-    Same arguments and result as :func:`greedy_plan`.
+    Same argument and result as :func:`greedy_plan`. It reads only the inputs'
+    arrays and their ``step`` (τ̂ it computes itself, in Python floats).
     """
-    links = as_links(links)
-    k = links.num_agents
-    part = [bool(p) for p in np.asarray(participants, bool)]
-    n = [float(x) for x in np.asarray(num_batches, np.float64)]
-    step = [float(x) for x in step_s(cpu, profile, params)]
+    links, k = inputs.links, inputs.num_agents
+    part = [bool(p) for p in inputs.participants]
+    n = [float(x) for x in inputs.num_batches]
+    step = [float(x) for x in inputs.step]
     tau_hat = [n[i] * step[i] for i in range(k)]
-    terms = CutTerms.of(profile)
+    terms = inputs.terms
     ts, tf, mb = terms.slow.tolist(), terms.fast.tolist(), terms.megabits.tolist()
-    num_cuts = profile.num_cuts
+    num_cuts = inputs.profile.num_cuts
     order = sorted((i for i in range(k) if part[i]), key=lambda i: (-tau_hat[i], i))
     paired = [False] * k
     partner = [-1] * k
@@ -320,17 +293,9 @@ def greedy_plan_reference(
     return RoundPlan(np.asarray(part), np.asarray(partner), np.asarray(cut))
 
 
-def no_offload_plan(
-    cpu: FloatArray,
-    links,
-    num_batches,
-    participants: BoolArray,
-    profile: SplitProfile,
-    params: TimingParams,
-) -> RoundPlan:
-    """Nobody pairs (the baselines). Same arguments as :func:`greedy_plan`."""
-    del cpu, links, num_batches, profile, params
-    return RoundPlan.alone(np.asarray(participants, bool))
+def no_offload_plan(inputs: PairingInputs) -> RoundPlan:
+    """Nobody pairs (the baselines). Same argument as :func:`greedy_plan`."""
+    return RoundPlan.alone(inputs.participants)
 
 
 # ``exact`` (CP-SAT, system/exact.py) registers itself here when ``comdml_jax.system``
