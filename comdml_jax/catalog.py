@@ -3,7 +3,8 @@
 The registries themselves (``methods.METHODS``, ``models.resnet.MODELS``, ...)
 live with what they hold, in modules that import JAX and Flax. Checking a
 config needs only their names and a few facts about each method, so those are
-written here once; ``comdml_jax.config_check`` reads this module and a bad
+written here once; the config checks (``comdml_jax.config_check`` and the
+layers' ``models.config`` and ``train.config``) read this module and a bad
 ``--config.x=y`` is refused before JAX loads (experiments/run.py). Each
 JAX-side registry is checked against this catalog by tests/test_registries.py,
 so the two cannot drift apart.

@@ -23,7 +23,7 @@ from absl import logging
 
 from comdml_jax import distributed, run_dir
 from comdml_jax.checkpoint import Checkpointer
-from comdml_jax.config_check import check_partition, validate_config
+from comdml_jax.config_check import validate_config
 from comdml_jax.data.datasets import Dataset, dataset_from_config
 from comdml_jax.data.partition import (
     class_counts,
@@ -51,6 +51,7 @@ from comdml_jax.rounds import (
 from comdml_jax.run_inputs import aux_head_of
 from comdml_jax.train import aggregate, steps
 from comdml_jax.train import profile as profile_lib
+from comdml_jax.train.config import check_partition
 from comdml_jax.train.engine import Engine, TrainData
 from comdml_jax.train.evaluate import Evaluator
 

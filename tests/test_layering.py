@@ -127,3 +127,37 @@ def test_the_data_contract_imports_no_engine(graph):
     # methods and privacy read the round's models through train.types, not the engine
     for m in ("comdml_jax.train.types", "comdml_jax.methods.base", "comdml_jax.privacy.rounds"):
         assert "comdml_jax.train.engine" not in nx.descendants(graph, m) | {m}, m
+
+
+LAYER_CONFIGS = (
+    "comdml_jax.data.config",
+    "comdml_jax.models.config",
+    "comdml_jax.train.config",
+    "comdml_jax.privacy.config",
+)
+
+
+def test_the_layers_config_checks_reach_no_config_check(graph):
+    # each layer validates its own section; config_check imports the layers, never back
+    for m in LAYER_CONFIGS:
+        assert "comdml_jax.config_check" not in nx.descendants(graph, m), m
+    assert {"comdml_jax.config_check"} <= set(nx.ancestors(graph, "comdml_jax.data.config"))
+
+
+@pytest.mark.parametrize("module", LAYER_CONFIGS)
+def test_a_layers_config_check_loads_neither_config_check_nor_jax(module):
+    """Imported alone in a fresh process: a layer's check runs before JAX loads."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib, sys\n"
+        f"importlib.import_module({module!r})\n"
+        "banned = ('comdml_jax.config_check', 'jax', 'flax', 'optax')\n"
+        "print(','.join(m for m in banned if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "", f"{module} imported: {out.stdout.strip()}"

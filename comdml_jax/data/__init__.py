@@ -7,7 +7,7 @@ The function ``augment`` is not re-exported here: it would shadow the submodule
 import importlib
 
 # name -> submodule. Loaded on first use (PEP 562), so that reading the data set and
-# partition registries (comdml_jax.config_check) does not import JAX.
+# partition registries (comdml_jax.data.config) does not import JAX.
 _EXPORTS = {
     "AgentBatches": "agents",
     "make_agent_batches": "agents",

@@ -78,7 +78,7 @@ class DatasetSpec:
       decode: ``(source folder, data_dir, include_valid) -> _Decoded``.
       has_valid: whether ``include_valid`` means anything for this data set.
       num_train: samples in the ``train`` split (known without loading, for
-        :mod:`comdml_jax.config_check`).
+        :mod:`comdml_jax.data.config`).
       num_test: samples in the ``test`` split.
       num_valid: samples in the ``valid`` split (``include_valid`` adds them).
     """
