@@ -2,7 +2,7 @@
 
 The one refusal path of every CLI (run, compare, plan): :func:`parse_flags`
 (absl's flag parser, with a bad flag or ``--config.x`` reported in one line),
-:func:`refusals` (a :class:`~comdml_jax.config_check.ConfigError`, a
+:func:`refusals` (a :class:`~comdml_jax.errors.ConfigError`, a
 ``WorkdirError`` or a missing data set becomes one message on stderr) and
 :func:`fail`, all exiting with :data:`USAGE_ERROR` (2), no traceback and no
 usage text. A CLI checks its config (:func:`check_run`) before it imports a
@@ -132,7 +132,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 def refusals():
     """Turns a refused config, flag, folder or data path into :func:`fail`'s one line.
 
-    Catches :class:`~comdml_jax.config_check.ConfigError` (``run_dir.WorkdirError``
+    Catches :class:`~comdml_jax.errors.ConfigError` (``run_dir.WorkdirError``
     is one) and ``data.sources.DatasetNotFoundError``; anything else propagates.
     """
     from comdml_jax.data.sources import DatasetNotFoundError

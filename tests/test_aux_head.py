@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from comdml_jax import run_inputs
-from comdml_jax.config_check import ConfigError
+from comdml_jax.errors import ConfigError
 from comdml_jax.models import split
 from comdml_jax.models.resnet import ConvHead, Head, build_model
 from comdml_jax.train.profile import split_profile

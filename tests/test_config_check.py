@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from comdml_jax import experiment, run_dir
-from comdml_jax.config_check import ConfigError, validate_config
+from comdml_jax.config_check import validate_config
 from comdml_jax.data.config import largest_agent_bound
 from comdml_jax.data.datasets import load_dataset
 from comdml_jax.data.sources import DATASETS
+from comdml_jax.errors import ConfigError
 from comdml_jax.train.config import check_partition
 from configs import smoke
 

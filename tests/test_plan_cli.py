@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from comdml_jax import experiment
-from comdml_jax.config_check import ConfigError
 from comdml_jax.data.agents import make_epoch_batches
 from comdml_jax.data.partition import partition_for_run
+from comdml_jax.errors import ConfigError
 from comdml_jax.rng import stream
 from configs import smoke
 from experiments import plan as plan_cli

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from comdml_jax.config_check import ConfigError, validate_config
+from comdml_jax.config_check import validate_config
+from comdml_jax.errors import ConfigError
 from comdml_jax.privacy.config import DpSpec, PrivacySpec, validate_privacy
 from configs import default
 from configs import privacy as privacy_configs

@@ -13,8 +13,9 @@ import pytest
 from conftest import smoke_config
 
 from comdml_jax import experiment, rounds
-from comdml_jax.config_check import ConfigError, validate_config
+from comdml_jax.config_check import validate_config
 from comdml_jax.data.agents import make_epoch_batches
+from comdml_jax.errors import ConfigError
 from comdml_jax.models import split
 from comdml_jax.models.resnet import build_model
 from comdml_jax.privacy.config import DpSpec, PrivacySpec

@@ -20,7 +20,7 @@ import pytest
 from conftest import read_records, smoke_config, without_wall_time
 
 from comdml_jax import experiment, run_dir
-from comdml_jax.config_check import ConfigError
+from comdml_jax.errors import ConfigError
 from comdml_jax.run_dir import WorkdirError, config_diff, config_record
 
 REPO = Path(__file__).resolve().parents[1]
