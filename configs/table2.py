@@ -78,10 +78,12 @@ SMALL_ROUNDS = 20
 SMALL_DYNAMICS_ROUND = 7  # a third of the run, as round 100 of the paper's 300
 # The medium setting (configs/medium.py): the paper's ResNet-56 on a 6,000-image subset.
 # Its targets: what AllReduce reaches by about two thirds of MEDIUM_ROUNDS (CIFAR-10 only:
-# the other data sets are not on this machine).
+# the other data sets are not on this machine). IID: AllReduce, seed 0, first reached 25%
+# at round 14 of 24 (test accuracy 21.8% at round 8, 22.6% at 16; run on 2026-12-04).
+# Non-IID: 5 points lower, as the small setting's gap; not yet calibrated by a run.
 MEDIUM_TARGETS = {
-    ("cifar10", "iid"): 0.40,
-    ("cifar10", "noniid"): 0.35,
+    ("cifar10", "iid"): 0.25,
+    ("cifar10", "noniid"): 0.20,
 }
 MEDIUM_ROUNDS = 24
 MEDIUM_DYNAMICS_ROUND = 8
