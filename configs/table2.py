@@ -47,6 +47,18 @@ the dynamics after round 7 instead of 100, and lower targets
 CIFAR-100 and CINIC-10 targets are guesses: those data sets are not on this
 machine. The first CIFAR-10 result and the CPU budget of a run:
 (docs/cpu_speed_experiments.md, *Table II runtime*).
+
+``medium`` (configs/medium.py ``to_medium``, CIFAR-10 only): the paper's
+bottleneck ResNet-56 at batch 100 with its real cuts, agents, profiles and
+split, on a stratified 6,000-image training subset (600 per agent) and 2,000
+test images, lr 0.05, patience 3, MEDIUM_ROUNDS = 24 rounds with the dynamics
+after round 8, and the targets MEDIUM_TARGETS that AllReduce reaches by about
+two thirds of the run. A five-method seed takes about 85 minutes on a quiet
+2-core CPU:
+
+    python -m experiments.compare --config=configs/table2.py:cifar10,iid,medium \
+        --workdir=runs/table2_medium/cifar10_iid --seeds=0,1 \
+        --config.data.data_dir=../shared/data/tfds
 """
 
 from ml_collections import ConfigDict
@@ -79,7 +91,7 @@ SMALL_DYNAMICS_ROUND = 7  # a third of the run, as round 100 of the paper's 300
 # The medium setting (configs/medium.py): the paper's ResNet-56 on a 6,000-image subset.
 # Its targets: what AllReduce reaches by about two thirds of MEDIUM_ROUNDS (CIFAR-10 only:
 # the other data sets are not on this machine). IID: AllReduce, seed 0, first reached 25%
-# at round 14 of 24 (test accuracy 21.8% at round 8, 22.6% at 16; run on 2026-12-04).
+# after 15 of its 24 rounds (21.8% after 9, 30.3% after 24; run on 2026-12-04).
 # Non-IID: 5 points lower, as the small setting's gap; not yet calibrated by a run.
 MEDIUM_TARGETS = {
     ("cifar10", "iid"): 0.25,

@@ -327,3 +327,40 @@ def test_table3_and_fig3_paper_settings():
     ):
         with pytest.raises(ValueError, match="is not"):
             module.get_config(bad)
+
+
+@pytest.mark.parametrize("split", ["iid", "noniid"])
+def test_medium_config_keeps_what_sets_the_compute_to_communication_balance(split):
+    """medium = the paper's Table II setting with only the data, rounds, lr and target changed."""
+    from comdml_jax.config_check import validate_config
+
+    paper, medium = (
+        table2.get_config(f"cifar10,{split}"),
+        table2.get_config(f"cifar10,{split},medium"),
+    )
+    validate_config(medium)
+    fp, fm = comparison._flat(paper.to_dict()), comparison._flat(medium.to_dict())
+    changed = {k for k in fp if fp[k] != fm[k]}
+    assert changed == {
+        "rounds",
+        "target_accuracy",
+        "data.train_subset",
+        "data.test_subset",
+        "system.dynamics_rounds",
+        "optim.lr",
+        "optim.plateau_patience",
+        "eval_batch_size",
+        "checkpoint_every",
+    }
+    # The model, batch and cuts are the paper's, so every round is priced as the paper's.
+    assert (medium.model.name, medium.train.batch_size) == ("resnet56", 100)
+    per_agent = medium.data.train_subset // medium.num_agents
+    assert per_agent % medium.train.batch_size == 0  # whole batches: Ñ_i as the paper's ratio
+    (d,) = medium.system.dynamics_rounds
+    assert 0 < d < medium.rounds and medium.target_accuracy < paper.target_accuracy
+
+
+@pytest.mark.parametrize("arg", ["cifar10,iid,small,medium", "cifar100,iid,medium"])
+def test_medium_config_refuses_what_it_has_no_setting_for(arg):
+    with pytest.raises(ValueError, match="medium"):
+        table2.get_config(arg)
