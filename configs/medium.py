@@ -25,6 +25,8 @@ what sets that balance and shrinks only the data and the rounds:
 
 from ml_collections import ConfigDict
 
+from configs.small import shorten
+
 MEDIUM_TRAIN_SUBSET = 6_000
 MEDIUM_TEST_SUBSET = 2_000
 MEDIUM_LR = 0.05
@@ -56,12 +58,7 @@ def to_medium(
     Returns:
       ``c``.
     """
-    c.data.train_subset = train_subset
-    c.data.test_subset = test_subset
-    c.rounds = rounds
-    c.target_accuracy = target
-    if tuple(c.system.dynamics_rounds):
-        c.system.dynamics_rounds = (dynamics_round,)
+    shorten(c, rounds, dynamics_round, target, train_subset, test_subset)
     c.optim.lr = MEDIUM_LR
     c.optim.plateau_patience = MEDIUM_PATIENCE
     c.eval_batch_size = 500

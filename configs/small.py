@@ -25,6 +25,24 @@ from ml_collections import ConfigDict
 SMALL_MODELS = {"resnet56": "resnet8_basic", "resnet110": "resnet20_basic"}
 
 
+def shorten(
+    c: ConfigDict,
+    rounds: int,
+    dynamics_round: int,
+    target: float,
+    train_subset: int,
+    test_subset: int,
+) -> None:
+    """What every reduced setting changes, in place: the data subsets, the rounds, the
+    target, and the profile dynamics moved to ``dynamics_round`` (if the paper has them)."""
+    c.data.train_subset = train_subset
+    c.data.test_subset = test_subset
+    c.rounds = rounds
+    c.target_accuracy = target
+    if tuple(c.system.dynamics_rounds):
+        c.system.dynamics_rounds = (dynamics_round,)
+
+
 def shrink(
     c: ConfigDict,
     *,
@@ -52,12 +70,7 @@ def shrink(
       ``c``.
     """
     c.model.name = SMALL_MODELS[c.model.name]
-    c.data.train_subset = train_subset
-    c.data.test_subset = test_subset
-    c.rounds = rounds
-    c.target_accuracy = target
-    if tuple(c.system.dynamics_rounds):
-        c.system.dynamics_rounds = (dynamics_round,)
+    shorten(c, rounds, dynamics_round, target, train_subset, test_subset)
     c.train.batch_size = 50
     c.optim.lr = 0.05
     c.optim.plateau_patience = plateau_patience

@@ -16,18 +16,13 @@ import functools
 
 import numpy as np
 
+from comdml_jax.system.plan import frozen_array
 from comdml_jax.system.split_profile import SplitProfile
 from comdml_jax.system.timing import CutTerms, TimingParams, step_s
 from comdml_jax.system.topology import Links, as_links
 
 FloatArray = np.ndarray  # float64[K]
 BoolArray = np.ndarray  # bool[K]
-
-
-def _frozen(a, dtype) -> np.ndarray:
-    a = np.array(a, dtype=dtype)
-    a.flags.writeable = False
-    return a
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -56,9 +51,9 @@ class PairingInputs:
     def __post_init__(self):
         links = as_links(self.links)
         object.__setattr__(self, "links", links)
-        object.__setattr__(self, "cpu", _frozen(self.cpu, np.float64))
-        object.__setattr__(self, "num_batches", _frozen(self.num_batches, np.float64))
-        object.__setattr__(self, "participants", _frozen(self.participants, bool))
+        object.__setattr__(self, "cpu", frozen_array(self.cpu, np.float64))
+        object.__setattr__(self, "num_batches", frozen_array(self.num_batches, np.float64))
+        object.__setattr__(self, "participants", frozen_array(self.participants, bool))
         k = links.num_agents
         for name in ("cpu", "num_batches", "participants"):
             shape = getattr(self, name).shape
@@ -73,12 +68,12 @@ class PairingInputs:
     @functools.cached_property
     def step(self) -> FloatArray:
         """[K] seconds per full-model batch, ``timing.step_s``: t_ref / cpu ** gamma."""
-        return _frozen(step_s(self.cpu, self.profile, self.params), np.float64)
+        return frozen_array(step_s(self.cpu, self.profile, self.params), np.float64)
 
     @functools.cached_property
     def tau_hat(self) -> FloatArray:
         """[K] τ̂_i = Ñ_i · step_i, each agent's epoch alone."""
-        return _frozen(self.num_batches * self.step, np.float64)
+        return frozen_array(self.num_batches * self.step, np.float64)
 
     @functools.cached_property
     def terms(self) -> CutTerms:

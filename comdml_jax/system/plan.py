@@ -17,7 +17,8 @@ BoolArray = np.ndarray  # bool[K]
 IntArray = np.ndarray  # int64[K]
 
 
-def _frozen(a, dtype) -> np.ndarray:
+def frozen_array(a, dtype) -> np.ndarray:
+    """A read-only copy of ``a`` as ``dtype`` (a plan's and a scheduler input's arrays)."""
     a = np.array(a, dtype=dtype)
     a.flags.writeable = False
     return a
@@ -45,10 +46,10 @@ class RoundPlan:
     edges: IntArray | None = None
 
     def __post_init__(self):
-        part = _frozen(self.participants, bool)
+        part = frozen_array(self.participants, bool)
         k = part.shape[0]
-        partner = _frozen(self.partner, np.int64)
-        cut = _frozen(self.cut, np.int64)
+        partner = frozen_array(self.partner, np.int64)
+        cut = frozen_array(self.cut, np.int64)
         raw = np.zeros((0, 2)) if self.edges is None else np.asarray(self.edges).reshape(-1, 2)
         edges = np.unique(raw.astype(np.int64), axis=0)  # sorted by (sender, receiver)
         edges.flags.writeable = False
