@@ -30,12 +30,17 @@ class MethodFacts:
       splits: the method can split a model between a slow and a fast agent
         (the only case in which ``privacy.nopeek`` and ``privacy.patch_shuffle``
         act: they work on the activation sent at the cut).
+      trains_as: the method trains exactly this other method's models whenever the
+        two take the same participants (same start, same merge, same streams): a
+        comparison with both may reprice that method's finished run instead of
+        training again (``comdml_jax.reprice``); None for every other method.
     """
 
     per_agent: bool
     exchange: str
     splits: bool
     paper: bool = True
+    trains_as: str | None = None
 
 
 METHODS: dict[str, MethodFacts] = {
@@ -43,7 +48,7 @@ METHODS: dict[str, MethodFacts] = {
     "braintorrent": MethodFacts(per_agent=True, exchange="pull", splits=False),
     "comdml": MethodFacts(per_agent=False, exchange="allreduce", splits=True),
     "dpsgd": MethodFacts(per_agent=True, exchange="mix", splits=False, paper=False),
-    "fedavg": MethodFacts(per_agent=False, exchange="server", splits=False),
+    "fedavg": MethodFacts(per_agent=False, exchange="server", splits=False, trains_as="allreduce"),
     "gossip": MethodFacts(per_agent=True, exchange="gossip", splits=False),
 }
 

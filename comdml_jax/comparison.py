@@ -307,6 +307,7 @@ def run_comparison(
     methods: Sequence[str],
     seeds: Sequence[int],
     meta: Mapping | None = None,
+    reuse: bool = True,
 ) -> dict:
     """Runs (or resumes) every method × seed, then writes the report.
 
@@ -319,6 +320,12 @@ def run_comparison(
       meta: extra JSON-able fields for the report, e.g. ``{"config":
         "configs/table2.py:cifar10,iid,small", "command": "..."}``; no paths
         that differ between machines, no wall times.
+      reuse: a method that trains exactly another compared method's models
+        (FedAvg: AllReduce's, ``catalog.MethodFacts.trains_as``) gets that
+        method's finished run repriced (``comdml_jax.reprice``) instead of
+        being trained, where every round has the same participants; a run of
+        it already under way (a checkpoint in its folder) is resumed instead.
+        Single-process runs only.
 
     Returns:
       The report dict, as written to ``comparison.json``.
@@ -327,9 +334,13 @@ def run_comparison(
 
     check_comparison(config, workdir, methods, seeds)
     methods, seeds = validate_methods(methods), validate_seeds(seeds)
+    import jax
+
+    reuse = reuse and jax.process_count() == 1
     todo = []
     for s in seeds:  # seed-major: an interrupted comparison holds complete seeds
-        for m in methods:
+        # within a seed, a method that may be repriced goes after the run it is repriced from
+        for m in sorted(methods, key=lambda m: reuse and _source(m, methods) is not None):
             cfg = run_config(config, m, s)
             folder = run_dir(workdir, m, s)
             # Under jax.distributed process 0's folder decides, for every process.
@@ -343,11 +354,35 @@ def run_comparison(
         if done:
             logging.info("comparison run %d/%d: %s seed %d is finished, kept", i, n, m, s)
             continue
-        how = "resuming" if (folder / "checkpoints").is_dir() else "starting"
-        logging.info("comparison run %d/%d: %s %s seed %d in %s", i, n, how, m, s, folder)
-        experiment.run(cfg, folder)
+        if reuse and _repriced(config, workdir, methods, m, s, cfg, folder):
+            logging.info("comparison run %d/%d: %s seed %d repriced", i, n, m, s)
+        else:
+            how = "resuming" if (folder / "checkpoints").is_dir() else "starting"
+            logging.info("comparison run %d/%d: %s %s seed %d in %s", i, n, how, m, s, folder)
+            experiment.run(cfg, folder)
         if main:
             write_report(workdir, config, methods, seeds, meta)
     if not main:  # only process 0 writes the report
         return {"pending": []}
     return write_report(workdir, config, methods, seeds, meta)
+
+
+def _source(method: str, methods: Sequence[str]) -> str | None:
+    src = catalog.METHODS[method].trains_as
+    return src if src is not None and src in methods else None
+
+
+def _repriced(config, workdir, methods, m: str, s: int, cfg, folder: Path) -> bool:
+    """Reprices ``m``'s run of seed ``s`` from its source's finished run, where it may be."""
+    src = _source(m, methods)
+    if src is None or (folder / "checkpoints").is_dir():
+        return False
+    src_folder = run_dir(workdir, src, s)
+    if not is_finished(src_folder, run_config(config, src, s)):
+        return False
+    from comdml_jax import reprice
+
+    done, why = reprice.reprice_run(cfg, src_folder, folder)
+    if not done:
+        logging.info("%s seed %d is trained, not repriced from %s: %s", m, s, src, why)
+    return done

@@ -13,6 +13,10 @@ method missed the target), DIR/accuracy_vs_time.png (mean over seeds with a
 min–max band) and DIR/time_to_target.png. Wall-clock times go to
 DIR/comparison_wall.json only. Override config fields with ``--config.x=y``.
 ``--report_only`` rewrites the report from the finished runs without running.
+FedAvg trains exactly AllReduce's models, so with both in ``--methods`` its
+run is AllReduce's finished run repriced (``comdml_jax.reprice``; the folder
+gets ``repriced.json``) wherever every round has the same participants;
+``--noreuse_runs`` trains it.
 
 Price only (no training; seconds at every paper setting)::
 
@@ -69,6 +73,13 @@ _PRICE_ONLY = flags.DEFINE_bool(
     "price_only",
     False,
     "Only price every method's rounds (no training): writes price.json/price.md (with --config).",
+)
+_REUSE = flags.DEFINE_bool(
+    "reuse_runs",
+    True,
+    "Reprice a finished run for a method that trains exactly its models (FedAvg from "
+    "AllReduce, where every round has the same participants) instead of training it again "
+    "(comdml_jax.reprice); --noreuse_runs trains every method.",
 )
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Finished run folders to compare.")
 _LABELS = flags.DEFINE_list("labels", None, "Labels (default: each run's method).")
@@ -189,7 +200,7 @@ def main(argv):
         try:
             with launch.refusals():
                 report = comparison.run_comparison(
-                    _CONFIG.value, _WORKDIR.value, methods, seeds, meta
+                    _CONFIG.value, _WORKDIR.value, methods, seeds, meta, reuse=_REUSE.value
                 )
         except NonFiniteRunError as e:  # the run diverged: its last good checkpoint is kept
             print(f"error: {e}", file=sys.stderr)

@@ -73,6 +73,36 @@ def mean_train_loss(train_loss, participants, sizes) -> float:
     return float(np.sum(train_loss[ok] * sizes[ok]) / np.sum(sizes[ok]))
 
 
+def priced_fields(config, method, ctx, plan, timing, seconds: float) -> dict:
+    """The fields of a trained round's record that its plan and its pricing decide.
+
+    Who took part, what was exchanged and how long each phase took: everything
+    :func:`round_record` writes that does not come from training (and
+    ``sim_time_s``, which sums the rounds' ``seconds``). A run that another
+    method's trained run is repriced into (``comdml_jax.reprice``) takes
+    exactly these fields from its own pricing.
+    """
+    part = plan.participants
+    out = {
+        **_base(config, plan, ctx.round),
+        "round_time_s": seconds,
+        "exchange_time_s": timing.exchange_time_s,
+        "allreduce_time_s": timing.exchange_time_s if method.exchange == "allreduce" else None,
+        "alone_round_time_s": timing.alone_round_time_s,
+        **plan_record(plan, timing),
+        "compute_s": timing.compute_s,
+        "comm_s": timing.comm_s,
+        "idle_s": timing.idle_s,
+        "exchange_s": timing.exchange_s,
+    }
+    # sampled and connected, but left out by the method's rule (docs/timing_model.md)
+    if ctx.env.sat_out.any():
+        out["sat_out"] = np.flatnonzero(ctx.env.sat_out).tolist()
+    if int(part.sum()) == 1:
+        out["note"] = "one participant: it trained alone and nothing was exchanged"
+    return out
+
+
 def round_record(
     config,
     method,
@@ -89,34 +119,23 @@ def round_record(
     merge_info: dict[str, Any],
     privacy: dict[str, Any],
 ) -> dict:
-    """The metrics record of a trained round (``state``: the run state after it)."""
-    part = plan.participants
+    """The metrics record of a trained round (``state``: the run state after it).
+
+    The priced fields (:func:`priced_fields`) come first, then ``sim_time_s``,
+    then what training, the merge and the evaluation gave.
+    """
     record = {
-        **_base(config, plan, ctx.round),
+        **priced_fields(config, method, ctx, plan, timing, seconds),
         "sim_time_s": float(state.sim_time_s),
-        "round_time_s": seconds,
-        "exchange_time_s": timing.exchange_time_s,
-        "allreduce_time_s": timing.exchange_time_s if method.exchange == "allreduce" else None,
-        "alone_round_time_s": timing.alone_round_time_s,
         "test_accuracy": ev.test_accuracy,
         "test_loss": ev.test_loss,
-        "train_loss": mean_train_loss(trained.train_loss, part, sizes),
+        "train_loss": mean_train_loss(trained.train_loss, plan.participants, sizes),
         "lr": lr,
-        **plan_record(plan, timing),
-        "compute_s": timing.compute_s,
-        "comm_s": timing.comm_s,
-        "idle_s": timing.idle_s,
-        "exchange_s": timing.exchange_s,
         **ev.extra,
         **merge_info,
         **privacy,
         "wall_time_s": float(state.wall_time_s),
     }
-    # sampled and connected, but left out by the method's rule (docs/timing_model.md)
-    if ctx.env.sat_out.any():
-        record["sat_out"] = np.flatnonzero(ctx.env.sat_out).tolist()
-    if int(part.sum()) == 1:
-        record["note"] = "one participant: it trained alone and nothing was exchanged"
     if trained.skipped:
         record["skipped_groups"] = [
             {"role": g, "cut": c, "agents": list(a), "non_finite": w}
