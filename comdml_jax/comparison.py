@@ -25,7 +25,6 @@ every run, listing the runs not finished yet.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -39,6 +38,7 @@ from comdml_jax import catalog
 from comdml_jax.errors import ConfigError
 from comdml_jax.report import comparison as report_lib
 from comdml_jax.report.writers import JsonlWriter, write_json
+from comdml_jax.run_dir import run_config
 
 
 def validate_methods(methods: Sequence[str]) -> list[str]:
@@ -106,16 +106,6 @@ def validate_seeds(seeds: Sequence[int]) -> list[int]:
 def run_dir(workdir: str | os.PathLike[str], method: str, seed: int) -> Path:
     """The folder of one (method, seed) run: ``workdir/METHOD/seedS``."""
     return Path(workdir) / method / f"seed{seed}"
-
-
-def run_config(
-    config: ml_collections.ConfigDict, method: str, seed: int
-) -> ml_collections.ConfigDict:
-    """``config`` with ``method`` and ``seed`` overridden (a copy; ``config`` is unchanged)."""
-    c = copy.deepcopy(config)
-    c.method = method
-    c.seed = int(seed)
-    return c
 
 
 def _flat(d: Mapping, prefix: str = "") -> dict:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from comdml_jax.comparison import run_config
 from comdml_jax.methods import get_method
 from comdml_jax.report.comparison import DDOF, REFERENCE, mean_std
 from comdml_jax.report.writers import write_json
 from comdml_jax.rounds import context_for, plan_and_price
+from comdml_jax.run_dir import run_config
 
 
 def price_rounds(config, system, num_batches, profile, rounds: int) -> list[float]:

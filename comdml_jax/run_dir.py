@@ -379,3 +379,18 @@ def prepare(
     done = check_resume(config, path)
     logging.info("resuming the run in %s (%d rounds done)", path, done)
     return RunDir(path, resumed=True, rounds_done=done, system=system)
+
+
+def run_config(
+    config: ml_collections.ConfigDict, method: str, seed: int
+) -> ml_collections.ConfigDict:
+    """``config`` with ``method`` and ``seed`` overridden (a copy; ``config`` is unchanged).
+
+    One comparison run's config (``comdml_jax.comparison``, ``price_only``, ``reprice``).
+    """
+    import copy
+
+    c = copy.deepcopy(config)
+    c.method = method
+    c.seed = int(seed)
+    return c
