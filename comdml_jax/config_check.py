@@ -20,8 +20,8 @@ This module owns what no single layer can know:
     ``num_agents``, ``checkpoint_every``, ``plots``);
   - the rules that read the method registry (:mod:`comdml_jax.catalog`): central
     DP only where one aggregate exists, ``privacy.nopeek`` / ``privacy.patch_shuffle``
-    only where a model is split, and aggregation (:func:`check_aggregation`), by
-    the rule below.
+    and ``train.aux_front_weight`` != 1 only where a model is split, and aggregation
+    (:func:`check_aggregation`), by the rule below.
 
 Aggregation rule. A round aggregates when at least two participants (sampled,
 bw > 0, in one routing component: the rule of the AllReduce methods,
@@ -56,7 +56,7 @@ from absl import logging
 # The registries' names come from the JAX-free catalog, and every layer's check
 # imports no JAX, so that a bad config is refused before JAX loads; the system
 # modules are NumPy only.
-from comdml_jax.catalog import METHODS, SPLITTING_METHODS
+from comdml_jax.catalog import METHODS, SPLITTING_METHODS, added_field
 from comdml_jax.data.config import validate_data
 from comdml_jax.errors import ConfigError, is_bool, is_int, is_num, require
 from comdml_jax.models.config import validate_model
@@ -104,6 +104,7 @@ def validate_config(config: ml_collections.ConfigDict):
     validate_data(c)
     validate_train(c)
     _check_privacy(c)
+    _check_front_weight(c)
     try:
         system = build_system(c)
     except ConfigError:
@@ -156,6 +157,35 @@ def _check_split_privacy(c: ml_collections.ConfigDict) -> None:
             f"no activation for it to act on; use system.scheduler='greedy', or "
             f"privacy.{field}=False",
         )
+
+
+def _check_front_weight(c: ml_collections.ConfigDict) -> None:
+    """``train.aux_front_weight`` != 1 only where a slow agent's front is head-trained.
+
+    It reweights the fronts of slow agents in ComDML's merge, so a method that
+    never splits (or ComDML that never pairs) would ignore it; and central DP
+    calibrates its noise to the data-size-weighted average, which it changes.
+    """
+    w = added_field(c, "train.aux_front_weight")
+    if w == 1.0:
+        return
+    field = "train.aux_front_weight"
+    require(
+        METHODS[c.method].splits and c.system.scheduler != "none",
+        field,
+        w,
+        f"method {c.method} (system.scheduler={c.system.scheduler!r}) never splits a model, so "
+        f"no front is trained against an auxiliary head; use 1.0, or --config.method="
+        f"{SPLITTING_METHODS[0]} with a scheduler that pairs",
+    )
+    dp = PrivacySpec.from_config(c).dp
+    require(
+        not (dp.enabled and dp.placement == "central"),
+        field,
+        w,
+        "central DP calibrates its noise to the data-size-weighted average; use 1.0 with "
+        "privacy.dp.placement='central', or placement='local'",
+    )
 
 
 # ----------------------------------------------------------------------- aggregation

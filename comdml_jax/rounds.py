@@ -40,6 +40,7 @@ from absl import logging
 from flax import serialization
 
 from comdml_jax import rng, streams
+from comdml_jax.catalog import added_field
 from comdml_jax.data.agents import charged_batches, make_epoch_batches
 from comdml_jax.methods import RoundContext
 from comdml_jax.models import split
@@ -226,6 +227,7 @@ def context_for(
         mesh=mesh,
         aggregation=str(config.train.get("aggregation", "psum")),
         central_noise=central_noise,
+        aux_front_weight=float(added_field(config, "train.aux_front_weight")),
     )
 
 

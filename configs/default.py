@@ -95,6 +95,9 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.train.backend = "auto"  # auto | loop | vmap
     c.train.on_nonfinite = "stop"  # stop | skip (drop a diverged group's update, recorded)
     c.train.aggregation = "psum"  # psum | halving_doubling  (comdml_jax.train.aggregate.ALGORITHMS)
+    # Beyond the paper (ComDML only): the merge weight of a slow agent's front (the stages it
+    # trained against its auxiliary head), as a fraction of its N_i; 1.0 is the paper's average.
+    c.train.aux_front_weight = 1.0
     c.eval_batch_size = 1000
     # Test evaluation every eval_every rounds (and after the last). The lr plateau schedule
     # reads these evaluations' test accuracy, so eval_every > 1 changes the lr schedule (its

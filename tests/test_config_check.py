@@ -210,6 +210,26 @@ BAD_CONFIGS = [
         "privacy.nopeek",
         "system.scheduler='none' never pairs agents",
     ),
+    ({"train.aux_front_weight": 1.5}, "train.aux_front_weight", "a number in [0, 1]"),
+    (
+        {"method": "allreduce", "train.aux_front_weight": 0.5},
+        "train.aux_front_weight",
+        "never splits a model",
+    ),
+    (
+        {"system.scheduler": "none", "train.aux_front_weight": 0.0},
+        "train.aux_front_weight",
+        "never splits a model",
+    ),
+    (
+        {
+            "train.aux_front_weight": 0.5,
+            "privacy.dp.mechanism": "gaussian",
+            "privacy.dp.placement": "central",
+        },
+        "train.aux_front_weight",
+        "central DP calibrates its noise",
+    ),
 ]
 
 

@@ -358,3 +358,104 @@ def test_dpsgd_merge_equals_the_metropolis_mix_in_numpy(seed):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert adj.any()  # the seeds give a graph with edges to mix over
     np.testing.assert_allclose(w.sum(axis=0), 1.0)  # doubly stochastic: the mean is kept
+
+
+# ------------------------------------------------------------------ ComDML's front weight
+
+
+def _two_stage_trained(values: dict[int, tuple[float, float]], k: int) -> AgentModels:
+    """Stand-in models of two stages: agent i's s00 is values[i][0], its s01 values[i][1]."""
+    order = tuple(sorted(values))
+    params = {
+        f"s0{s}": {"w": jnp.stack([jnp.full((2,), values[a][s]) for a in order])} for s in (0, 1)
+    }
+    stats = {
+        f"s0{s}": {"m": jnp.stack([jnp.full((2,), values[a][s] / 10) for a in order])}
+        for s in (0, 1)
+    }
+    return AgentModels(params, stats, order, {}, np.zeros(k))
+
+
+def _comdml_ctx(k, sizes, w):
+    return SimpleNamespace(
+        mesh=aggregate.make_mesh(jax.devices()[:1]),
+        num_samples=np.asarray(sizes),
+        aggregation="psum",
+        central_noise=None,
+        aux_front_weight=w,
+    )
+
+
+def test_front_weights_by_hand():
+    """3 stages; agent 2 slow at cut 1 (front s00, s01), agent 3 at cut 2 (front s00)."""
+    from comdml_jax.methods.comdml import front_weights
+
+    plan = RoundPlan(np.ones(4, bool), np.array([-1, -1, 0, 1]), np.array([0, 0, 1, 2]))
+    got = front_weights(plan, [10, 20, 30, 40], 3, 0.5)
+    np.testing.assert_array_equal(got["s00"], [10, 20, 15, 20])
+    np.testing.assert_array_equal(got["s01"], [10, 20, 15, 40])
+    np.testing.assert_array_equal(got["s02"], [10, 20, 30, 40])
+
+
+@pytest.mark.parametrize("w", [0.0, 0.25])
+def test_comdml_merge_down_weights_the_head_trained_front_by_hand(w):
+    """Agent 2 offloads at cut 1 of a 2-stage model: only its s00 is weighed by w."""
+    k, sizes = 3, [40, 20, 30]
+    vals = {0: (1.0, 10.0), 1: (2.0, 20.0), 2: (4.0, 40.0)}
+    plan = RoundPlan(np.ones(k, bool), np.array([-1, -1, 0]), np.array([0, 0, 1]))
+    method = get_method("comdml")
+    state = method.init(ModelVars({}, {}, {}), k)
+    new, info = method.merge(
+        state, None, _two_stage_trained(vals, k), plan, _comdml_ctx(k, sizes, w), None
+    )
+    front = (40 * 1.0 + 20 * 2.0 + w * 30 * 4.0) / (40 + 20 + w * 30)
+    back = (40 * 10.0 + 20 * 20.0 + 30 * 40.0) / 90
+    np.testing.assert_allclose(np.asarray(new.model.params["s00"]["w"]), front, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(new.model.batch_stats["s00"]["m"]), front / 10, 1e-6)
+    np.testing.assert_allclose(np.asarray(new.model.params["s01"]["w"]), back, rtol=1e-6)
+    assert info["merged"] == [0, 1, 2]
+
+
+def test_comdml_merge_at_weight_one_is_the_papers_average_bit_for_bit():
+    """w = 1 takes the paper's path; the per-stage path with N_i everywhere gives the same bits."""
+    from comdml_jax.methods.base import average
+    from comdml_jax.methods.comdml import front_weights
+
+    k, sizes = 3, [40, 20, 30]
+    vals = {0: (1.1, 10.3), 1: (2.7, 20.9), 2: (4.3, 40.1)}
+    plan = RoundPlan(np.ones(k, bool), np.array([-1, -1, 0]), np.array([0, 0, 1]))
+    method, trained = get_method("comdml"), _two_stage_trained(vals, k)
+    state = method.init(ModelVars({}, {}, {}), k)
+    ctx = _comdml_ctx(k, sizes, 1.0)
+    paper, _ = get_method("allreduce").merge(state, None, trained, plan, ctx, None)
+    ours, _ = method.merge(state, None, trained, plan, ctx, None)
+    chex.assert_trees_all_equal(paper, ours)
+    staged, _ = average(trained, state.model, ctx, stage_weights=front_weights(plan, sizes, 2, 1.0))
+    chex.assert_trees_all_equal(paper.model.params, staged.params)
+    chex.assert_trees_all_equal(paper.model.batch_stats, staged.batch_stats)
+
+
+def test_aux_front_weight_reweights_only_the_slow_agents_fronts_in_a_round(build_synthetic):
+    """One synthetic ComDML round at w = 1 and w = 0: the plan and price are the same, the
+    stages behind every slow agent's boundary are bit for bit the same, and the stem (front
+    of every slow agent) differs."""
+    from comdml_jax import rounds
+
+    out = {}
+    for w in (1.0, 0.0):
+        exp = build_synthetic("comdml", workdir=None, rounds=1, **{"train.aux_front_weight": w})
+        state, rec = rounds.run_round(exp, rounds.initial_state(exp))
+        out[w] = (state.method.model, rec)
+    (paper, rec1), (front0, rec0) = out[1.0], out[0.0]
+    assert rec1["pairs"] and rec1["pairs"] == rec0["pairs"]
+    assert rec1["round_time_s"] == rec0["round_time_s"]
+    stages = sorted(paper.params)
+    first_shared = len(stages) - min(cut for _, _, cut in rec1["pairs"])
+    for name in stages[first_shared:]:
+        chex.assert_trees_all_equal(paper.params[name], front0.params[name])
+    diff = jax.tree.map(
+        lambda a, b: float(jnp.max(jnp.abs(a - b))),
+        paper.params[stages[0]],
+        front0.params[stages[0]],
+    )
+    assert max(jax.tree.leaves(diff)) > 1e-6

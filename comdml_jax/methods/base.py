@@ -63,6 +63,8 @@ class RoundContext:
       aggregation: the collective that sums across the mesh (``train.aggregation``).
       central_noise: adds central DP noise to a merged model (None: no central DP):
         ``central_noise(base, merged, trained, num_samples) -> merged``.
+      aux_front_weight: ComDML's merge weight of a slow agent's head-trained front,
+        as a fraction of its N_i (``train.aux_front_weight``; 1.0: the paper).
     """
 
     round: int
@@ -75,6 +77,7 @@ class RoundContext:
     mesh: Any
     aggregation: str = "psum"
     central_noise: Callable | None = None
+    aux_front_weight: float = 1.0
 
 
 BoolArray = np.ndarray  # bool[K]
@@ -237,7 +240,12 @@ class GlobalState(NamedTuple):
     model: ModelVars
 
 
-def average(trained: AgentModels, base: ModelVars, ctx: RoundContext) -> tuple[ModelVars, dict]:
+def average(
+    trained: AgentModels,
+    base: ModelVars,
+    ctx: RoundContext,
+    stage_weights: dict[str, np.ndarray] | None = None,
+) -> tuple[ModelVars, dict]:
     """The data-size-weighted average of the trained agents (SPEC §4), as one model.
 
     Σ N_i w_i / Σ N_i over the agents in ``trained`` (BN statistics included);
@@ -249,15 +257,39 @@ def average(trained: AgentModels, base: ModelVars, ctx: RoundContext) -> tuple[M
       trained: the round's trained agents.
       base: the round's starting model (unused aux heads, and the base of central noise).
       ctx: the round context (weights, mesh, collective, central noise).
+      stage_weights: stage name -> [K] per-agent weights replacing N_i for that
+        stage's params and statistics (None: N_i for every stage). Stages with
+        equal weights are averaged in one collective.
 
     Returns:
       (the new model, {"merged": agents averaged}).
     """
     sizes = np.asarray(ctx.num_samples, np.float64)
     algo = ctx.aggregation
-    params, stats = aggregate.weighted_average(
-        (trained.params, trained.batch_stats), trained.weights(sizes), ctx.mesh, algorithm=algo
-    )
+    if stage_weights is None:
+        params, stats = aggregate.weighted_average(
+            (trained.params, trained.batch_stats), trained.weights(sizes), ctx.mesh, algorithm=algo
+        )
+    else:
+        groups: dict[tuple, list[str]] = {}
+        for name in trained.params:
+            w = tuple(np.asarray(stage_weights.get(name, sizes), np.float64).tolist())
+            groups.setdefault(w, []).append(name)
+        params, stats = {}, {}
+        for w, names in groups.items():
+            p, st = aggregate.weighted_average(
+                (
+                    {n: trained.params[n] for n in names},
+                    {n: trained.batch_stats[n] for n in names if n in trained.batch_stats},
+                ),
+                trained.weights(np.asarray(w)),
+                ctx.mesh,
+                algorithm=algo,
+            )
+            params.update(p)
+            stats.update(st)
+        params = {n: params[n] for n in trained.params}
+        stats = {n: stats[n] for n in trained.batch_stats}
     aux = dict(base.aux)
     for m, (heads, _) in trained.aux.items():
         w = trained.aux_weights(m, sizes)

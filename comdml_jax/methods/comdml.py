@@ -12,11 +12,24 @@ takes part, as the AllReduce needs (docs/timing_model.md).
 Merge: as AllReduce, the data-size-weighted average; a slow agent's model is
 its front joined with the back its partner trained for it; auxiliary heads are
 averaged per cut over the agents that used that cut (SPEC §4).
+Beyond the paper, ``train.aux_front_weight`` = w < 1 weighs a slow agent's
+front (the stages before its cut's boundary, trained only against its
+auxiliary head) by w N_i instead of N_i, stage by stage (:func:`front_weights`);
+its back, trained end to end by its partner, keeps N_i.
 """
 
 from __future__ import annotations
 
-from comdml_jax.methods.base import GlobalModelMethod, largest_component, register
+import numpy as np
+
+from comdml_jax.methods.base import (
+    GlobalModelMethod,
+    GlobalState,
+    average,
+    largest_component,
+    register,
+)
+from comdml_jax.models.resnet import stage_name
 from comdml_jax.system.pairing_inputs import PairingInputs
 from comdml_jax.system.plan import RoundPlan
 from comdml_jax.system.scheduler import get_scheduler
@@ -53,6 +66,32 @@ def pairing_plan(
     return fn(PairingInputs(env.cpu, links, num_batches, env.participants, profile, system.timing))
 
 
+def front_weights(plan: RoundPlan, num_samples, num_stages: int, w: float) -> dict[str, np.ndarray]:
+    """Stage name -> [K] merge weights: N_i, times ``w`` where stage s is slow agent i's front.
+
+    A slow agent i at cut m trains stages 0 .. S − m − 1 (``models.split.boundary``)
+    against its auxiliary head only; those stages get w N_i, every other
+    (agent, stage) N_i.
+
+    Args:
+      plan: the round's plan (``cut[i]`` >= 1 exactly for slow agents).
+      num_samples: [K] N_i.
+      num_stages: S, the model's stages.
+      w: ``train.aux_front_weight``.
+
+    Returns:
+      One [K] float64 array per stage.
+    """
+    sizes = np.asarray(num_samples, np.float64)
+    cut = np.asarray(plan.cut, np.int64)
+    slow = cut >= 1
+    out = {}
+    for s in range(num_stages):
+        front = slow & (s < num_stages - cut)
+        out[stage_name(s)] = np.where(front, w * sizes, sizes)
+    return out
+
+
 @register("comdml")
 class ComDML(GlobalModelMethod):
     name = "comdml"
@@ -70,3 +109,11 @@ class ComDML(GlobalModelMethod):
 
     def price(self, ctx, plan):
         return ctx.system.price(plan, ctx.env, ctx.num_batches, ctx.profile)
+
+    def merge(self, mstate, start, trained, plan, ctx, key):
+        w = float(getattr(ctx, "aux_front_weight", 1.0))
+        if w == 1.0 or not trained.order:  # the paper's merge
+            return super().merge(mstate, start, trained, plan, ctx, key)
+        weights = front_weights(plan, ctx.num_samples, len(trained.params), w)
+        model, info = average(trained, mstate.model, ctx, stage_weights=weights)
+        return GlobalState(model), info

@@ -5,7 +5,8 @@
   - ``optim.*``: lr, momentum, weight_decay, the reduce-on-plateau factor and
     patience, and ``optim.min_lr`` <= ``optim.lr``;
   - ``train.batch_size``, ``train.local_epochs``, ``train.backend``,
-    ``train.aggregation`` (the collective) and ``train.on_nonfinite``;
+    ``train.aggregation`` (the collective), ``train.aux_front_weight`` and
+    ``train.on_nonfinite``;
   - ``eval_agents_every``, ``eval_agents_subset``, ``eval_batch_size`` and
     ``eval_every``, and warns when ``eval_every`` > ``optim.plateau_patience``
     changes the lr schedule (:func:`_warn_eval_every`);
@@ -32,7 +33,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from comdml_jax.catalog import AGGREGATIONS, BACKENDS, ON_NONFINITE
+from comdml_jax.catalog import AGGREGATIONS, BACKENDS, ON_NONFINITE, added_field
 from comdml_jax.data.config import largest_agent_bound, num_train_samples
 from comdml_jax.errors import is_int, is_num, require
 
@@ -67,6 +68,14 @@ def validate_train(config: ml_collections.ConfigDict) -> None:
         "train.aggregation",
         aggregation,
         f"choose one of {tuple(AGGREGATIONS)} (the collective that sums the agents' models)",
+    )
+    front = added_field(c, "train.aux_front_weight")
+    require(
+        is_num(front) and 0.0 <= front <= 1.0,
+        "train.aux_front_weight",
+        front,
+        "use a number in [0, 1] (the merge weight of a slow agent's head-trained front, as a "
+        "fraction of its data size; 1.0 is the paper's average)",
     )
     on_nonfinite = t.get("on_nonfinite", "stop")
     require(
