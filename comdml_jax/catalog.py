@@ -78,6 +78,7 @@ ADDED_FIELDS: dict[str, object] = {
     "model.aux_head": "linear",
     "system.pairing_links": "direct",
     "train.aux_front_weight": 1.0,
+    "optim.warmup_rounds": 0,
 }
 """Config fields added after runs were recorded, each with the value that behaves as the
 code before it did: a recorded ``config.json`` without the field reads as that value, so

@@ -110,6 +110,19 @@ def plateau_update(config: ml_collections.ConfigDict) -> Callable[[Any, jax.Arra
     return _plateau(*_plateau_args(config))[1]
 
 
+def round_lr(config: ml_collections.ConfigDict, r: int, plateau_scale) -> float:
+    """Round r's learning rate: ``optim.lr`` × the plateau scale × the warm-up factor.
+
+    With W = ``optim.warmup_rounds``, the factor is (r + 1) / (W + 1) for r < W
+    and 1 after (gradual warm-up, Goyal et al. 2017, one step per round); the
+    plateau schedule does not move during the warm-up (:func:`_advance`), so
+    its scale is 1 there.
+    """
+    w = int(added_field(config, "optim.warmup_rounds"))
+    ramp = (r + 1) / (w + 1) if r < w else 1.0
+    return float(config.optim.lr * plateau_scale * ramp)
+
+
 def _plateau_args(config: ml_collections.ConfigDict) -> tuple[float, int, float]:
     o = config.optim
     return float(o.plateau_factor), int(o.plateau_patience), float(o.min_lr / o.lr)
@@ -268,7 +281,7 @@ def run_round(
     plan, timing, seconds = plan_and_price(exp.method, ctx, state.method)  # host side
     if not plan.participants.any():
         return _skipped_round(exp, state, ctx, plan, t0)
-    lr = float(exp.config.optim.lr * state.plateau.scale)
+    lr = round_lr(exp.config, r, state.plateau.scale)
     start = exp.method.start(state.method, plan)
     trained = _train(exp, plan, start, r, lr, progress)
     trained, dp_rounds = _privatize(exp, start, trained, r, int(state.dp_rounds))
@@ -384,7 +397,7 @@ def _advance(cfg, state: RunState, mstate, ev: RoundEval, seconds, dp_rounds, t0
     """The run state after the round: clock, schedule, best accuracy, time to target."""
     r = int(state.round)
     plateau = state.plateau
-    if ev.scheduled:
+    if ev.scheduled and r >= added_field(cfg, "optim.warmup_rounds"):
         plateau = plateau_update(cfg)(state.plateau, jnp.float32(1.0 - ev.test_accuracy))
     sim_time = float(state.sim_time_s) + seconds
     best = max(float(state.best_accuracy), ev.test_accuracy if ev.evaluated else 0.0)

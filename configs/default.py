@@ -87,6 +87,10 @@ def get_config(arg: str | None = None) -> ConfigDict:
     c.optim.plateau_factor = 0.2  # paper: 0.2 for 10 agents, 0.5 for 20 or more
     c.optim.plateau_patience = 10  # evaluations (rounds if eval_every=1) without a better accuracy
     c.optim.min_lr = 1e-6
+    # Gradual warm-up (Goyal et al. 2017), one step per round: round r < W trains at
+    # lr (r + 1) / (W + 1), and the plateau schedule reads evaluations from round W on.
+    # 0 is the paper's constant start.
+    c.optim.warmup_rounds = 0
 
     # --- training engine ---
     c.train = ConfigDict()

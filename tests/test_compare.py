@@ -331,7 +331,8 @@ def test_table3_and_fig3_paper_settings():
 
 @pytest.mark.parametrize("split", ["iid", "noniid"])
 def test_medium_config_keeps_what_sets_the_compute_to_communication_balance(split):
-    """medium = the paper's Table II setting with only the data, rounds, lr and target changed."""
+    """medium = the paper's Table II setting with only the data, rounds, lr schedule and target
+    changed."""
     from comdml_jax.config_check import validate_config
 
     paper, medium = (
@@ -349,6 +350,7 @@ def test_medium_config_keeps_what_sets_the_compute_to_communication_balance(spli
         "system.dynamics_rounds",
         "optim.lr",
         "optim.plateau_patience",
+        "optim.warmup_rounds",
         "eval_batch_size",
         "checkpoint_every",
     }

@@ -211,6 +211,8 @@ BAD_CONFIGS = [
         "system.scheduler='none' never pairs agents",
     ),
     ({"train.aux_front_weight": 1.5}, "train.aux_front_weight", "a number in [0, 1]"),
+    ({"optim.warmup_rounds": 2}, "optim.warmup_rounds", "an integer in [0, rounds=2)"),
+    ({"optim.warmup_rounds": -1}, "optim.warmup_rounds", "an integer in [0, rounds="),
     (
         {"method": "allreduce", "train.aux_front_weight": 0.5},
         "train.aux_front_weight",

@@ -427,3 +427,30 @@ def test_table2_config_selects_the_paper_setting(arg, name, partition, target):
 def test_table2_config_rejects_a_bad_argument(arg):
     with pytest.raises(ValueError, match="cifar10, cifar100, cinic10.*iid, noniid"):
         table2.get_config(arg)
+
+
+def test_round_lr_ramps_by_hand():
+    """W = 3, lr 0.04: rounds 0..4 train at 0.01, 0.02, 0.03, 0.04, 0.04; the plateau scales it."""
+    config = smoke.get_config()
+    config.optim.lr, config.optim.warmup_rounds = 0.04, 3
+    got = [rounds.round_lr(config, r, 1.0) for r in range(5)]
+    np.testing.assert_allclose(got, [0.01, 0.02, 0.03, 0.04, 0.04], rtol=1e-12)
+    assert rounds.round_lr(config, 4, 0.5) == pytest.approx(0.02)
+    config.optim.warmup_rounds = 0  # the paper: lr × scale, unchanged
+    assert rounds.round_lr(config, 0, np.float32(0.2)) == float(0.04 * np.float32(0.2))
+
+
+def test_warmup_rounds_train_at_the_ramp_and_the_plateau_waits(build_synthetic):
+    """W = 2: rounds 0, 1 train at lr/3, 2 lr/3 and leave the plateau state as it started;
+    round 2 trains at lr and is the first evaluation the plateau sees."""
+    exp = build_synthetic("allreduce", rounds=3, **{"optim.warmup_rounds": 2})
+    lr = float(exp.config.optim.lr)
+    state = start = rounds.initial_state(exp)
+    lrs = []
+    for r in range(3):
+        state, rec = rounds.run_round(exp, state)
+        lrs.append(rec["lr"])
+        if r < 2:
+            chex.assert_trees_all_equal(state.plateau, start.plateau)
+    np.testing.assert_allclose(lrs, [lr / 3, 2 * lr / 3, lr], rtol=1e-6)
+    assert float(state.plateau.best_value) == pytest.approx(1.0 - rec["test_accuracy"])

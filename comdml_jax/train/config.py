@@ -3,7 +3,7 @@
 :func:`validate_train` checks, in this order:
 
   - ``optim.*``: lr, momentum, weight_decay, the reduce-on-plateau factor and
-    patience, and ``optim.min_lr`` <= ``optim.lr``;
+    patience, ``optim.min_lr`` <= ``optim.lr``, and ``optim.warmup_rounds`` < ``rounds``;
   - ``train.batch_size``, ``train.local_epochs``, ``train.backend``,
     ``train.aggregation`` (the collective), ``train.aux_front_weight`` and
     ``train.on_nonfinite``;
@@ -142,6 +142,14 @@ def _check_optim(c: ml_collections.ConfigDict) -> None:
         "optim.min_lr",
         o.min_lr,
         f"use a value in (0, optim.lr={o.lr!r}]",
+    )
+    warmup = added_field(c, "optim.warmup_rounds")
+    require(
+        is_int(warmup) and 0 <= warmup < c.rounds,
+        "optim.warmup_rounds",
+        warmup,
+        f"use an integer in [0, rounds={c.rounds!r}) (rounds whose lr ramps up to optim.lr; "
+        "0: the paper's constant start)",
     )
 
 
