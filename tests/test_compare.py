@@ -350,7 +350,6 @@ def test_medium_config_keeps_what_sets_the_compute_to_communication_balance(spli
         "system.dynamics_rounds",
         "optim.lr",
         "optim.plateau_patience",
-        "optim.warmup_rounds",
         "eval_batch_size",
         "checkpoint_every",
     }
