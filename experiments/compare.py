@@ -12,7 +12,9 @@ ComDML's reduction against each baseline; "not reached in R rounds" where a
 method missed the target), DIR/accuracy_vs_time.png (mean over seeds with a
 min–max band) and DIR/time_to_target.png. Wall-clock times go to
 DIR/comparison_wall.json only. Override config fields with ``--config.x=y``.
-``--report_only`` rewrites the report from the finished runs without running.
+``--report_only`` rewrites the report from the finished runs without running;
+with ``--target=A`` it reports the time to accuracy A instead of the config's
+target (training never reads the target, so the runs are the same ones).
 FedAvg trains exactly AllReduce's models, so with both in ``--methods`` its
 run is AllReduce's finished run repriced (``comdml_jax.reprice``; the folder
 gets ``repriced.json``) wherever every round has the same participants;
@@ -83,7 +85,12 @@ _REUSE = flags.DEFINE_bool(
 )
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Finished run folders to compare.")
 _LABELS = flags.DEFINE_list("labels", None, "Labels (default: each run's method).")
-_TARGET = flags.DEFINE_float("target", None, "Target accuracy (default: the first run's).")
+_TARGET = flags.DEFINE_float(
+    "target",
+    None,
+    "Target accuracy of the report (with --workdirs, default: the first run's; with "
+    "--report_only, default: the config's).",
+)
 _OUT = flags.DEFINE_string("out", "compare.png", "Where to write the plot (with --workdirs).")
 _DISTRIBUTED = launch.define_distributed_flags()
 
@@ -171,6 +178,13 @@ def main(argv):
         return
     if _CONFIG.value is None or not _WORKDIR.value:
         launch.fail("give --config and --workdir (run a comparison) or --workdirs (finished runs)")
+    if _TARGET.value is not None and not _REPORT_ONLY.value:
+        launch.fail(
+            f"--target={_TARGET.value} only applies to a report (--report_only or --workdirs); "
+            "a comparison that trains reads its target from --config.target_accuracy"
+        )
+    if _TARGET.value is not None and not 0.0 < _TARGET.value <= 1.0:
+        launch.fail(f"--target={_TARGET.value} is invalid: use an accuracy in (0, 1]")
     from comdml_jax import comparison
 
     with launch.refusals():  # every run's checks (as experiments.run's), before JAX loads
@@ -179,6 +193,8 @@ def main(argv):
         if not _REPORT_ONLY.value:
             comparison.check_comparison(_CONFIG.value, _WORKDIR.value, methods, seeds)
     meta = {"config": _config_name(), "command": command_line(methods, seeds)}
+    if _TARGET.value is not None:
+        meta["command"] += f" --report_only --target={_TARGET.value}"
     if _PRICE_ONLY.value:
         with launch.refusals():
             price_only(methods, seeds, meta)
@@ -186,7 +202,9 @@ def main(argv):
         return
     if _REPORT_ONLY.value:
         with launch.refusals():
-            report = comparison.write_report(_WORKDIR.value, _CONFIG.value, methods, seeds, meta)
+            report = comparison.write_report(
+                _WORKDIR.value, _CONFIG.value, methods, seeds, meta, target=_TARGET.value
+            )
     else:
         launch.prepare_process()
         try:

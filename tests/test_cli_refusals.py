@@ -95,6 +95,15 @@ def test_a_splitting_method_that_never_pairs_is_refused_too():
             ["--methods=comdml", "--seeds=1,1"],
             "--seeds=1,1 is invalid: use distinct non-negative integers, e.g. --seeds=0,1,2",
         ),
+        (
+            ["--methods=comdml", "--target=0.3"],
+            "--target=0.3 only applies to a report (--report_only or --workdirs); a comparison "
+            "that trains reads its target from --config.target_accuracy",
+        ),
+        (
+            ["--methods=comdml", "--report_only", "--target=1.5"],
+            "--target=1.5 is invalid: use an accuracy in (0, 1]",
+        ),
     ],
 )
 def test_compare_flags_give_one_line_and_no_usage_text(args, expected):

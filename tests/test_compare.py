@@ -187,6 +187,30 @@ def test_a_changed_config_is_refused(compared):
 
 
 @pytest.mark.slow
+def test_a_report_at_another_target_recomputes_every_time_to_target(compared, tmp_path):
+    """--report_only --target: each seed's time and rounds to the new target, by hand from
+    its records; the runs (of the config's own target) are read, not refused."""
+    a = tmp_path / "a"
+    shutil.copytree(compared["a"], a)
+    config = compared["config"]
+    records = {
+        (m, s): [json.loads(x) for x in (comparison.run_dir(a, m, s) / "metrics.jsonl").open()]
+        for m in METHODS
+        for s in SEEDS
+    }
+    accs = sorted({r["test_accuracy"] for rs in records.values() for r in rs})
+    goal = accs[len(accs) // 2]  # reached by some runs and rounds, not by all
+    assert goal != config.target_accuracy
+    report = comparison.write_report(a, config, METHODS, SEEDS, target=goal)
+    assert report["target_accuracy"] == goal
+    for m in METHODS:
+        for seed_row, s in zip(report["methods"][m]["seeds"], SEEDS, strict=True):
+            hit = [r for r in records[(m, s)] if r["test_accuracy"] >= goal]
+            want = hit[0]["sim_time_s"] if hit else None
+            assert seed_row["time_to_target_s"] == want, (m, s)
+
+
+@pytest.mark.slow
 def test_cli_report_only_rewrites_the_same_numbers(compared, tmp_path):
     a = tmp_path / "a"
     shutil.copytree(compared["a"], a)
