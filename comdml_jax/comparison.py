@@ -181,6 +181,7 @@ def collect(
       (:func:`comdml_jax.report.comparison.seed_summary`), the "METHOD/seedS"
       names of the runs not finished, and method -> {seed: wall seconds}.
     """
+    goal = config.target_accuracy if target is None else target
     runs: dict[str, list[dict]] = {m: [] for m in methods}
     pending, wall = [], {m: {} for m in methods}
     for m in methods:
@@ -191,7 +192,6 @@ def collect(
                 pending.append(f"{m}/seed{s}")
                 continue
             records = JsonlWriter(folder / "metrics.jsonl").read()
-            goal = config.target_accuracy if target is None else target
             runs[m].append(report_lib.seed_summary(s, records, goal))
             wall[m][str(s)] = json.loads((folder / "summary.json").read_text()).get("wall_time_s")
     return runs, pending, wall

@@ -288,8 +288,6 @@ def average(
             )
             params.update(p)
             stats.update(st)
-        params = {n: params[n] for n in trained.params}
-        stats = {n: stats[n] for n in trained.batch_stats}
     aux = dict(base.aux)
     for m, (heads, _) in trained.aux.items():
         w = trained.aux_weights(m, sizes)
